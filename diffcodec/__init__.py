@@ -1,0 +1,14 @@
+"""diffcodec: one-step diffusion image codecs (OSCAR, OneDC, StableCodec, CADC).
+
+    import diffcodec
+    codec = diffcodec.load("NAME", quality=0)
+    stream = codec.compress("photo.png")
+    image = codec.decompress(stream)
+"""
+
+from diffcodec.bitstream import Bitstream
+from diffcodec.zoo import list_models, load
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["Bitstream", "__version__", "list_models", "load"]

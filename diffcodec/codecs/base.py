@@ -1,0 +1,262 @@
+"""The codec contract shared by every method.
+
+A :class:`Codec` is a LightningModule (training: ``forward`` + ``training_step``) and a hub-loadable
+model (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``) with real entropy coding::
+
+    image ──to_tensor──► x (1,3,H,W) ──pad──► x_p ──_compress──► EncodedImage(streams, side)
+                                                                     │
+                           Bitstream(model tag, rung, H, W, side, streams) ◄──┘   (every byte counted)
+                                                                     │
+    image ◄──to_pil── crop(x̂_p) ◄──_decompress(streams, side, padded size, rung) ◄──┘
+
+Subclasses implement :meth:`Codec.forward` (the differentiable training path, returning
+:class:`CodecOutput`), :meth:`Codec._compress` and :meth:`Codec._decompress` on padded tensors, and
+declare their rate ladder. Everything a user touches — input conversion, padding, rung selection,
+the container, error handling, eval and inference mode — lives here once.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import torch
+from PIL import Image
+
+from diffcodec.bitstream import Bitstream, DecodeError, SideValue
+from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
+
+
+@dataclass
+class CodecOutput:
+    """What the training path returns.
+
+    ``likelihoods`` maps a latent's name (``"y"``, ``"z"``, …) to its element-wise likelihoods;
+    :meth:`bpp` turns them into bits per pixel of the *unpadded* image. ``rate_bits`` holds rates that
+    are not likelihood tensors (e.g. fixed-length VQ indices), in bits per batch item.
+    """
+
+    x_hat: torch.Tensor
+    likelihoods: dict[str, torch.Tensor] = field(default_factory=dict)
+    rate_bits: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux: dict[str, Any] = field(default_factory=dict)
+
+    def bits(self) -> torch.Tensor:
+        """Total bits per batch item: −Σ log₂ L over every latent, plus ``rate_bits``."""
+        total = self.x_hat.new_zeros(self.x_hat.shape[0])
+        for likelihood in self.likelihoods.values():
+            total = total + (-torch.log2(likelihood)).flatten(1).sum(dim=1)
+        for bits in self.rate_bits.values():
+            total = total + bits
+        return total
+
+    def bpp(self, num_pixels: int | None = None) -> torch.Tensor:
+        """Bits per pixel per batch item (defaults to the reconstruction's own H·W)."""
+        if num_pixels is None:
+            num_pixels = self.x_hat.shape[-2] * self.x_hat.shape[-1]
+        return self.bits() / num_pixels
+
+
+@dataclass
+class EncodedImage:
+    """The payload a method produces for one padded image: entropy-coded streams and side fields."""
+
+    streams: list[bytes]
+    side: dict[int, SideValue] = field(default_factory=dict)
+
+
+def model_tag(model_id: str) -> int:
+    """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
+    return zlib.crc32(model_id.encode("utf-8")) & 0xFF
+
+
+class Codec(L.LightningModule):
+    """Base class of every diffcodec codec (see the module docstring for the data flow).
+
+    Class attributes a method sets:
+
+    - ``method``: the method's name (``"stablecodec"``, …), used in errors and in the zoo.
+    - ``pad_multiple``: inputs are padded to a multiple of this (e.g. 256 for StableCodec's z grid).
+    - ``pad_mode``: ``"reflect"`` (default, as the anchors) or ``"replicate"``.
+
+    Instance state:
+
+    - ``rates``: the nominal bits per pixel of each rung, ascending; ``quality`` indexes it (0 = lowest).
+    - ``model_id``: a string that identifies the trained weights (zoo name or export name); its 8-bit
+      tag is checked at decode time so a file is not decoded by the wrong model.
+    """
+
+    method: ClassVar[str] = "codec"
+    pad_multiple: ClassVar[int] = 64
+    pad_mode: ClassVar[str] = "reflect"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rung = 0
+
+    # ------------------------------------------------------------------ rate ladder
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """Nominal bpp per rung, ascending. Methods override this (from their config)."""
+        raise NotImplementedError
+
+    @property
+    def model_id(self) -> str:
+        """Identifier of these weights; methods override (usually from their config's ``name``)."""
+        return self.method
+
+    @property
+    def num_rungs(self) -> int:
+        return len(self.rates)
+
+    @property
+    def quality(self) -> int:
+        """The active rung (index into :attr:`rates`)."""
+        return self._rung
+
+    def select_rung(self, quality: int | None = None, bpp: float | None = None) -> int:
+        """Resolve ``quality`` (rung index, negative counts from the top) or ``bpp`` (nearest rung).
+
+        With neither, the active rung is kept.
+        """
+        if quality is not None and bpp is not None:
+            raise ValueError("pass either quality= or bpp=, not both")
+        if bpp is not None:
+            if not math.isfinite(bpp) or bpp <= 0:
+                raise ValueError(f"bpp must be a positive number, got {bpp}")
+            # nearest in log-rate: rungs are roughly geometric
+            return min(range(self.num_rungs), key=lambda k: abs(math.log(self.rates[k] / bpp)))
+        if quality is None:
+            return self._rung
+        if isinstance(quality, bool) or not isinstance(quality, int):
+            raise TypeError(f"quality must be an int rung index, got {quality!r}")
+        rung = quality + self.num_rungs if quality < 0 else quality
+        if not 0 <= rung < self.num_rungs:
+            raise ValueError(
+                f"{self.model_id} has {self.num_rungs} rungs (quality 0..{self.num_rungs - 1}, rates "
+                f"{', '.join(f'{r:g}' for r in self.rates)} bpp); got quality={quality}"
+            )
+        return rung
+
+    def set_rung(self, quality: int | None = None, bpp: float | None = None) -> int:
+        """Make a rung active (per-λ methods swap their per-rate weights here) and return its index."""
+        rung = self.select_rung(quality, bpp)
+        if rung != self._rung:
+            self._activate_rung(rung)
+            self._rung = rung
+        return rung
+
+    def _activate_rung(self, rung: int) -> None:
+        """Hook for methods whose rungs have separate weights. Single-model ladders do nothing."""
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, x: torch.Tensor) -> CodecOutput:  # pragma: no cover - abstract
+        """Differentiable training path on a (B, 3, H, W) batch in [0, 1] at the active rung."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ real coding (methods)
+    def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:  # pragma: no cover - abstract
+        """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung``."""
+        raise NotImplementedError
+
+    def _decompress(
+        self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        """Rebuild the padded image (1, 3, H, W) in [0, 1] from the payload."""
+        raise NotImplementedError
+
+    def _prepare_for_coding(self) -> None:
+        """Hook run before coding (e.g. building CDF tables); methods override, must be idempotent."""
+
+    # ------------------------------------------------------------------ real coding (public)
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        m = self.pad_multiple
+        return (-(-height // m) * m, -(-width // m) * m)
+
+    @torch.inference_mode()
+    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
+        """Compress one image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
+
+        ``quality`` (rung index) or ``bpp`` (nearest rung) select the rate; the default is the active
+        rung. Any H and W are accepted: the image is padded, never resized.
+        """
+        x = to_tensor(image).to(self.device)
+        height, width = x.shape[-2:]
+        rung = self.set_rung(quality, bpp)
+        with _eval_mode(self):
+            self._prepare_for_coding()
+            encoded = self._compress(pad_to_multiple(x, self.pad_multiple, self.pad_mode), rung)
+        return Bitstream(
+            model_tag=model_tag(self.model_id),
+            rung=rung,
+            height=int(height),
+            width=int(width),
+            side=dict(encoded.side),
+            streams=list(encoded.streams),
+        )
+
+    @torch.inference_mode()
+    def decompress(
+        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
+    ) -> Image.Image | torch.Tensor:
+        """Decode a :class:`Bitstream` (or its bytes, or a file path) to a PIL image or a (1,3,H,W) tensor.
+
+        Raises :class:`~diffcodec.bitstream.DecodeError` for a malformed file or one written by
+        another model.
+        """
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream))
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream)
+        if output not in ("pil", "tensor"):
+            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        expected = model_tag(self.model_id)
+        if stream.model_tag != expected:
+            raise DecodeError(
+                f"this file was written by another model (tag 0x{stream.model_tag:02x}); "
+                f"{self.model_id!r} has tag 0x{expected:02x}. Load the model that wrote it."
+            )
+        if not 0 <= stream.rung < self.num_rungs:
+            raise DecodeError(f"rung {stream.rung} is not on {self.model_id}'s ladder of {self.num_rungs}")
+        self.set_rung(stream.rung)
+        padded = self.padded_size(stream.height, stream.width)
+        with _eval_mode(self):
+            self._prepare_for_coding()
+            try:
+                x_hat = self._decompress(EncodedImage(list(stream.streams), dict(stream.side)), padded, stream.rung)
+            except DecodeError:
+                raise
+            except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
+                raise DecodeError(f"the payload could not be decoded ({type(error).__name__}: {error})") from error
+        x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0)
+        return to_pil(x_hat) if output == "pil" else x_hat.float().cpu()
+
+    def roundtrip(self, image: ImageLike, quality: int | None = None) -> tuple[Bitstream, torch.Tensor]:
+        """Compress and decompress; returns the stream and the (1, 3, H, W) reconstruction."""
+        stream = self.compress(image, quality=quality)
+        return stream, self.decompress(stream.to_bytes(), output="tensor")
+
+
+class _eval_mode:
+    """Context manager: eval mode inside, the previous training flag restored after."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.was_training = self.module.training
+        self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.train(self.was_training)
+
+
+def check_side(side: Mapping[int, SideValue], required: Sequence[int]) -> None:
+    """Raise :class:`DecodeError` if a side-information field a method needs is missing."""
+    missing = [key for key in required if key not in side]
+    if missing:
+        raise DecodeError(f"side-information field(s) {missing} are missing from the file")
