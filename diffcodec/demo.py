@@ -31,9 +31,9 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", type=Path, default=None, help="image to use instead of the bundled sample")
-    parser.add_argument("--out-dir", type=Path, default=Path("diffcodec-demo"), help="where files are written")
-    parser.add_argument("-q", "--quality", type=int, default=None, help="rung index (default: the middle rung)")
+    parser.add_argument("--image", type=Path, default=None, help="image instead of the bundled sample")
+    parser.add_argument("--out-dir", type=Path, default=Path("diffcodec-demo"), help="output folder")
+    parser.add_argument("-q", "--quality", type=int, default=None, help="rung (default: middle)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-ImageLike = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]
+ImageLike = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]  # noqa: UP007 (runtime alias)
 
 #: Largest side accepted by :func:`to_tensor` (also the container's limit).
 MAX_SIDE = 1 << 16
 
 
 def _from_pil(image: Image.Image) -> torch.Tensor:
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    has_alpha = image.mode in ("RGBA", "LA", "PA")
+    if has_alpha or (image.mode == "P" and "transparency" in image.info):
         # Alpha is not coded: composite on white, the way browsers show it.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -34,7 +35,7 @@ def _from_pil(image: Image.Image) -> torch.Tensor:
         tensor = torch.from_numpy(array)[None].expand(3, -1, -1)
         return tensor[None].contiguous()
     if image.mode == "F":
-        raise ValueError("floating-point PIL images (mode 'F') are ambiguous; pass a tensor in [0, 1] instead")
+        raise ValueError("floating-point PIL images (mode 'F') are ambiguous; pass a [0, 1] tensor")
     image = image.convert("RGB")
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div_(255.0)
@@ -44,7 +45,7 @@ def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dim() == 3:
         tensor = tensor[None]
     if tensor.dim() != 4:
-        raise ValueError(f"expected an image tensor of shape (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+        raise ValueError(f"expected an image of shape (3, H, W) or (1, 3, H, W): {tuple(tensor.shape)}")
     if tensor.shape[0] != 1:
         raise ValueError(
             f"compress takes one image at a time, got a batch of {tensor.shape[0]}; loop over the batch"

@@ -35,6 +35,7 @@ from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
 from diffcodec.codecs.base import Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
 
+
 def tiny_backbone() -> dict[str, Any]:
     """Keyword arguments of :meth:`OneStepBackbone.from_config` for a tiny random backbone (tests, demo)."""
     return {**tiny_configs(), "conditioning": "learned", "prompt_length": 4}
@@ -183,7 +184,8 @@ class LatentHyperprior(Codec):
             raise ValueError(f"expected 2 streams (z, y), found {len(streams)}")
         z_string, y_string = streams
         stride = self.pad_multiple
-        z_hat = self.entropy_bottleneck.decompress([z_string], (padded_size[0] // stride, padded_size[1] // stride))
+        z_size = (padded_size[0] // stride, padded_size[1] // stride)
+        z_hat = self.entropy_bottleneck.decompress([z_string], z_size)
         scales, means = self._params(z_hat, rung)
         indexes = self.gaussian_conditional.build_indexes(scales)
         return self.gaussian_conditional.decompress([y_string], indexes, means)
