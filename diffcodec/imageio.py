@@ -54,6 +54,8 @@ def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.expand(-1, 3, -1, -1)
     if tensor.shape[1] != 3:
         raise ValueError(f"expected 3 colour channels (RGB), got {tensor.shape[1]}")
+    if tensor.shape[-2] < 1 or tensor.shape[-1] < 1:
+        raise ValueError(f"empty image ({tensor.shape[-2]}x{tensor.shape[-1]})")
     if tensor.dtype == torch.uint8:
         return tensor.float().div(255.0)
     if not tensor.is_floating_point():
