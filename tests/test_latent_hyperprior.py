@@ -53,7 +53,7 @@ def test_kodak_file_round_trip_and_bpp(codec, kodim, kodak_file, tmp_path) -> No
     assert (stream.height, stream.width, stream.rung) == (512, 768, 1)
     x_hat = codec.decompress(path, output="tensor")
     assert x_hat.shape == kodim.shape
-    assert 0.0 <= float(x_hat.min()) and float(x_hat.max()) <= 1.0
+    assert float(x_hat.min()) >= 0.0 and float(x_hat.max()) <= 1.0
 
 
 def test_decoder_latents_equal_encoder_latents(codec, kodim) -> None:
