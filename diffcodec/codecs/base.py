@@ -21,14 +21,17 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 
 from diffcodec.bitstream import Bitstream, DecodeError, SideValue
 from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
+from diffcodec.zoo import hub as _hub
 
 
 @dataclass
@@ -69,12 +72,27 @@ class EncodedImage:
     side: dict[int, SideValue] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BaseModelRef:
+    """A pretrained model a codec is built on: a hub id (or local folder), a revision, its licence."""
+
+    repo_id: str
+    revision: str | None = None
+    licence: str | None = None
+
+
 def model_tag(model_id: str) -> int:
     """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
     return zlib.crc32(model_id.encode("utf-8")) & 0xFF
 
 
-class Codec(L.LightningModule):
+class Codec(
+    L.LightningModule,
+    PyTorchModelHubMixin,
+    library_name="diffcodec",
+    pipeline_tag="image-to-image",
+    tags=["diffcodec", "image-compression"],
+):
     """Base class of every diffcodec codec (see the module docstring for the data flow).
 
     Class attributes a method sets:
@@ -82,6 +100,15 @@ class Codec(L.LightningModule):
     - ``method``: the method's name (``"stablecodec"``, …), used in errors and in the zoo.
     - ``pad_multiple``: inputs are padded to a multiple of this (e.g. 256 for StableCodec's z grid).
     - ``pad_mode``: ``"reflect"`` (default, as the anchors) or ``"replicate"``.
+    - ``paper`` / ``paper_url`` / ``licence``: for the model card (``licence`` of the weights: a hub
+      licence id such as ``"mit"``, or a name).
+
+    Hub I/O (huggingface_hub's ``PyTorchModelHubMixin``): ``save_pretrained(dir)`` writes
+    ``model.safetensors`` + ``config.json`` + a model card, ``from_pretrained(dir or "org/name",
+    revision=)`` rebuilds the codec without knowing its class in advance, ``push_to_hub`` uploads. The
+    constructor arguments are recorded at construction and must be JSON values (or dataclasses of them).
+    Frozen base-model weights (:meth:`base_weight_prefixes`) are not written when the codec names its
+    base model (:meth:`base_model_ref`); the constructor re-loads them. See ``diffcodec/zoo/hub.py``.
 
     Instance state:
 
@@ -93,6 +120,22 @@ class Codec(L.LightningModule):
     method: ClassVar[str] = "codec"
     pad_multiple: ClassVar[int] = 64
     pad_mode: ClassVar[str] = "reflect"
+    paper: ClassVar[str] = ""
+    paper_url: ClassVar[str] = ""
+    licence: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _hub.CODEC_CLASSES[_hub.class_path(cls)] = cls  # lets from_pretrained find it without an import
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Codec:
+        # Record the constructor arguments for config.json (the mixin's own record drops values it cannot
+        # serialise silently; we keep their names to refuse saving instead).
+        instance = super().__new__(cls, *args, **kwargs)
+        init_args, unsaved = _hub.encode_init_args(cls, args, kwargs)
+        instance.__dict__["_diffcodec_init_args"] = init_args
+        instance.__dict__["_diffcodec_unsaved_args"] = unsaved
+        return instance
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,7 +220,6 @@ class Codec(L.LightningModule):
         m = self.pad_multiple
         return (-(-height // m) * m, -(-width // m) * m)
 
-    @torch.inference_mode()
     def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
         """Compress one image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
 
@@ -188,8 +230,10 @@ class Codec(L.LightningModule):
         height, width = x.shape[-2:]
         rung = self.set_rung(quality, bpp)
         with _eval_mode(self):
-            self._prepare_for_coding()
-            encoded = self._compress(pad_to_multiple(x, self.pad_multiple, self.pad_mode), rung)
+            with torch.no_grad():  # tables are built outside inference mode: they stay normal buffers
+                self._prepare_for_coding()
+            with torch.inference_mode():
+                encoded = self._compress(pad_to_multiple(x, self.pad_multiple, self.pad_mode), rung)
         return Bitstream(
             model_tag=model_tag(self.model_id),
             rung=rung,
@@ -199,7 +243,6 @@ class Codec(L.LightningModule):
             streams=list(encoded.streams),
         )
 
-    @torch.inference_mode()
     def decompress(
         self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
     ) -> Image.Image | torch.Tensor:
@@ -225,9 +268,12 @@ class Codec(L.LightningModule):
         self.set_rung(stream.rung)
         padded = self.padded_size(stream.height, stream.width)
         with _eval_mode(self):
-            self._prepare_for_coding()
+            with torch.no_grad():
+                self._prepare_for_coding()
             try:
-                x_hat = self._decompress(EncodedImage(list(stream.streams), dict(stream.side)), padded, stream.rung)
+                with torch.inference_mode():
+                    encoded = EncodedImage(list(stream.streams), dict(stream.side))
+                    x_hat = self._decompress(encoded, padded, stream.rung)
             except DecodeError:
                 raise
             except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
@@ -239,6 +285,111 @@ class Codec(L.LightningModule):
         """Compress and decompress; returns the stream and the (1, 3, H, W) reconstruction."""
         stream = self.compress(image, quality=quality)
         return stream, self.decompress(stream.to_bytes(), output="tensor")
+
+    # ------------------------------------------------------------------ weights and the hub
+    def base_model_ref(self) -> BaseModelRef | None:
+        """The pretrained base model this codec was built from (hub id + revision + licence), or None.
+
+        Methods built on a hub model return it (usually from their constructor arguments). Only when it
+        is set are the :meth:`base_weight_prefixes` weights left out of ``model.safetensors``.
+        """
+        return None
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes under which the frozen base-model weights live (default: none).
+
+        E.g. ``("backbone.",)``. Base weights are not saved when :meth:`base_model_ref` is set: the
+        constructor re-loads them, and a fingerprint in config.json checks that the re-loaded weights are
+        the ones the codec was trained with. Within a prefix, :meth:`is_base_weight` asks the submodule
+        (``OneStepBackbone.is_base_key`` keeps LoRA, a widened ``conv_in`` and learned embeddings);
+        for other modules every tensor is base except peft adapter tensors (``.lora_A.``, …).
+        """
+        return ()
+
+    def is_base_weight(self, key: str) -> bool:
+        """Whether state-dict entry ``key`` is a frozen base-model weight (:meth:`base_weight_prefixes`)."""
+        for prefix in self.base_weight_prefixes():
+            if key.startswith(prefix):
+                try:
+                    owner = self.get_submodule(prefix.rstrip("."))
+                except AttributeError:  # a prefix that is not a whole module path
+                    owner = None
+                if owner is not None and callable(getattr(owner, "is_base_key", None)):
+                    return bool(owner.is_base_key(key[len(prefix) :]))
+                return not _hub.is_adapter_key(key)
+        return False
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``model.safetensors`` (without the base weights) and ``config.json`` (mixin hook)."""
+        _hub.save_codec(self, save_directory)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The README.md model card (mixin hook); ``repo_id=`` / ``licence=`` via ``model_card_kwargs``."""
+        from diffcodec.zoo.model_card import build_model_card
+
+        return build_model_card(self, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> Codec:
+        """Load a codec saved by :meth:`save_pretrained` from a local folder or a hub repo ``"org/name"``.
+
+        The class comes from config.json (it must be ``cls`` or a subclass; ``Codec.from_pretrained``
+        accepts any codec). ``model_kwargs`` override the stored constructor arguments. Offline
+        (``HF_HUB_OFFLINE=1``) the hub cache is used; missing weights raise
+        :class:`~diffcodec.zoo.hub.MissingWeightsError` with the ``hf download`` command to run
+        elsewhere, mismatching ones :class:`~diffcodec.zoo.hub.CheckpointError` listing the keys.
+        """
+        return cls._from_pretrained(
+            model_id=str(pretrained_model_name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            map_location=map_location,
+            strict=strict,
+            **model_kwargs,
+        )
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> Codec:
+        """Mixin hook: resolve the class named in config.json, build it, load the weights."""
+        return _hub.load_codec(
+            cls,
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            map_location=map_location,
+            strict=strict,
+            **model_kwargs,
+        )
 
 
 class _eval_mode:

@@ -1,0 +1,125 @@
+"""``diffcodec.load``: a zoo name, a local checkpoint folder or ``"hf-hub:org/repo"`` → a ready codec."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diffcodec.zoo.registry import ZooEntry, get_entry, list_models
+
+if TYPE_CHECKING:
+    import torch
+
+    from diffcodec.codecs.base import Codec
+
+__all__ = ["HF_HUB_PREFIX", "load", "zoo_status"]
+
+HF_HUB_PREFIX = "hf-hub:"
+
+#: Values of :func:`zoo_status`.
+BUNDLED, CACHED, NOT_DOWNLOADED, NOT_ON_HUB = "bundled", "cached", "not downloaded", "not on the hub"
+
+
+def bundled_folder(entry: ZooEntry) -> Path | None:
+    """The entry's folder inside the installed package, if it has one and it is there."""
+    if entry.bundled_path is None:
+        return None
+    folder = Path(entry.bundled_path)
+    if not folder.is_absolute():
+        folder = Path(str(resources.files("diffcodec") / entry.bundled_path))
+    return folder if folder.is_dir() else None
+
+
+def zoo_status(entry: ZooEntry) -> str:
+    """Where the entry's weights are on this machine, checked offline (no network call):
+
+    ``"bundled"`` (shipped in the package), ``"cached"`` (in the Hugging Face hub cache, see
+    ``HF_HUB_CACHE``), ``"not downloaded"``, or ``"not on the hub"`` (no hub repo: see the entry's notes).
+    """
+    if bundled_folder(entry) is not None:
+        return BUNDLED
+    if entry.hub_id is None:
+        return NOT_ON_HUB
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(entry.hub_id, entry.weights_file, revision=entry.revision)
+    return CACHED if isinstance(found, str) else NOT_DOWNLOADED
+
+
+def _unknown(name: str) -> ValueError:
+    names = [entry.name for entry in list_models()]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(
+        f"{name!r} is not a zoo model, a checkpoint folder, or 'hf-hub:org/name'.{hint} "
+        f"Zoo models: {', '.join(names)} (see `diffcodec zoo`)."
+    )
+
+
+def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: dict[str, Any]) -> Codec:
+    from diffcodec.codecs.base import Codec
+    from diffcodec.zoo.hub import MissingWeightsError
+
+    if not entry.implemented:
+        where = f"hub repo {entry.hub_id}" if entry.hub_id else "no hub repo"
+        raise NotImplementedError(
+            f"{entry.name!r} ({entry.paper}) is listed in the zoo but not yet implemented in this version of "
+            f"diffcodec; official weights: {where} ({entry.notes or 'see the zoo docs'})."
+        )
+    folder = bundled_folder(entry)
+    if folder is not None:
+        if revision is not None:
+            raise ValueError(f"{entry.name!r} is bundled with the package; revision= does not apply")
+        return Codec.from_pretrained(folder, map_location=device, **overrides)
+    if entry.hub_id is None:
+        raise MissingWeightsError(f"{entry.name!r} has no released weights ({entry.notes})")
+    return Codec.from_pretrained(
+        entry.hub_id, revision=revision or entry.revision, map_location=device, **overrides
+    )
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    quality: int | None = None,
+    bpp: float | None = None,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    **overrides: Any,
+) -> Codec:
+    """Load a codec, in eval mode on ``device``, with the rung chosen by ``quality`` or ``bpp``.
+
+    ``name_or_path`` is tried as ``"hf-hub:org/name"`` (a hub repo, at ``revision``), then a zoo name
+    (``diffcodec zoo`` lists them), then a local checkpoint folder written by ``save_pretrained``.
+    ``overrides`` replace constructor arguments stored in the checkpoint (e.g. a local path to the base
+    model). Nothing is downloaded when ``HF_HUB_OFFLINE=1``; missing weights raise
+    :class:`~diffcodec.zoo.hub.MissingWeightsError` saying how to fetch them.
+    """
+    from diffcodec.codecs.base import Codec
+
+    if quality is not None and bpp is not None:
+        raise ValueError("pass either quality= or bpp=, not both")
+    device = str(device)
+    source = os.fspath(name_or_path)
+    if source.startswith(HF_HUB_PREFIX):
+        repo_id = source[len(HF_HUB_PREFIX) :]
+        from diffcodec.zoo.hub import is_repo_id
+
+        if not is_repo_id(repo_id):
+            raise ValueError(f"{source!r}: expected 'hf-hub:org/name'")
+        codec = Codec.from_pretrained(repo_id, revision=revision, map_location=device, **overrides)
+    elif source in {entry.name for entry in list_models()}:
+        codec = _from_entry(get_entry(source), revision, device, overrides)
+    elif Path(source).expanduser().is_dir():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} applies to hub repos, but {source} is a local folder")
+        codec = Codec.from_pretrained(Path(source).expanduser(), map_location=device, **overrides)
+    elif os.sep in source or "/" in source or source.startswith((".", "~")):
+        hint = f" (for a hub repo write 'hf-hub:{source}')" if source.count("/") == 1 else ""
+        raise FileNotFoundError(f"no checkpoint folder at {source}{hint}")
+    else:
+        raise _unknown(source)
+    codec.set_rung(quality, bpp)
+    return codec

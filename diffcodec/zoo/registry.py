@@ -1,0 +1,134 @@
+"""The model zoo: one :class:`ZooEntry` per named model, registered below.
+
+An entry says where the weights live (a hub repo at a pinned revision, or a folder bundled with the
+package), what they were trained from (the base model and its licence), the rate ladder and the paper.
+:func:`diffcodec.load` turns a name into a codec; ``diffcodec zoo`` prints this table.
+
+Entries whose method is not implemented in this version are listed (so the zoo is honest about what
+exists upstream) but ``load`` refuses them with a message that says so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ZooEntry", "get_entry", "list_models", "register"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named model.
+
+    ``rates`` are the nominal bits per pixel of each rung, ascending (``quality=k`` is ``rates[k]``);
+    empty when not yet measured in diffcodec. ``hub_id`` / ``revision`` locate the weights on the Hugging
+    Face Hub (``revision`` should be a commit hash for reproducibility); ``bundled_path`` is a folder
+    inside the ``diffcodec`` package (relative), used before the hub when present. ``weights_file`` is
+    the file whose presence in the local cache means the weights are on this machine (an official
+    checkpoint may use its own name until converted). ``implemented`` is False for methods this
+    version lists but cannot run yet.
+    """
+
+    name: str
+    method: str
+    rates: tuple[float, ...]
+    hub_id: str | None
+    revision: str | None
+    base_model: str | None
+    base_revision: str | None
+    licence: str
+    paper: str
+    bundled_path: str | None = None
+    notes: str = ""
+    base_licence: str | None = None
+    implemented: bool = True
+    weights_file: str = "model.safetensors"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"zoo names are lower-case [a-z0-9._-], got {self.name!r}")
+        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
+        if any(r <= 0 for r in self.rates) or list(self.rates) != sorted(self.rates):
+            raise ValueError(f"{self.name}: rates must be positive and ascending, got {self.rates}")
+        if self.hub_id is not None and self.hub_id.count("/") != 1:
+            raise ValueError(f"{self.name}: hub_id must look like 'org/name', got {self.hub_id!r}")
+
+
+_REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry, *, replace: bool = False) -> ZooEntry:
+    """Add ``entry`` to the zoo (``replace=True`` to overwrite an entry of the same name)."""
+    if entry.name in _REGISTRY and not replace:
+        raise ValueError(f"a zoo entry named {entry.name!r} exists; pass replace=True to overwrite it")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_models() -> list[ZooEntry]:
+    """Every registered entry, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry called ``name``; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no zoo model named {name!r}; known: {', '.join(_REGISTRY) or 'none'}") from None
+
+
+# ---------------------------------------------------------------------------------------------- entries
+# Official releases (specs/*.md). Converted diffcodec checkpoints and the bundled small models are added
+# by later issues; until then these entries document what exists upstream and under which licence.
+
+register(ZooEntry(
+    name="oscar", method="oscar",
+    rates=(0.0019, 0.0098, 0.0313, 0.0430, 0.0625, 0.0781, 0.0937, 0.1250),  # nominal, one model
+    hub_id="jinpeig/OSCAR", revision=None, weights_file="oscar.pkl",
+    base_model="stabilityai/stable-diffusion-2-1", base_revision=None, base_licence="openrail++",
+    licence="unspecified",
+    paper="OSCAR: One-Step Diffusion Codec Across Multiple Bit-rates (Guo et al., NeurIPS 2025, "
+          "arXiv:2505.16091)",
+    implemented=False,
+    notes="official oscar.pkl (jp-guo/OSCAR has no licence file); revision not pinned (unverified "
+          "offline); conversion in a later issue",
+))
+register(ZooEntry(
+    name="stablecodec", method="stablecodec",
+    rates=(),  # λ ∈ {32, 24, 16, 12, 8, 6, 4, 3, 2}: ≈0.0058–0.034 bpp on Kodak, per-rung values TBD
+    hub_id=None, revision=None, weights_file="stablecodec_ft2.pkl",
+    base_model="stabilityai/sd-turbo", base_revision=None,
+    base_licence="other (Stability AI Community License)",
+    licence="mit",
+    paper="StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025, "
+          "arXiv:2506.21977)",
+    implemented=False,
+    notes="official stablecodec_ft{λ}.pkl + elic_official.pth are on Google Drive, not the hub",
+))
+register(ZooEntry(
+    name="onedc", method="onedc",
+    rates=(),  # λ ∈ {12.2, 7.4, 4.6, 2.9, 1.8, 1.0, 0.6} plus a z-only model at 0.0034 bpp
+    hub_id=None, revision=None,
+    base_model="tianweiy/DMD2", base_revision=None,
+    base_licence="see tianweiy/DMD2 and runwayml/stable-diffusion-v1-5 (creativeml-openrail-m)",
+    licence="cc-by-nc-sa-4.0",
+    paper="One-Step Diffusion-Based Image Compression with Semantic Distillation (Xue et al., "
+          "arXiv:2505.16687)",
+    implemented=False,
+    notes="official model.safetensors + model_1.safetensors per λ are on OneDrive, not the hub",
+))
+register(ZooEntry(
+    name="cadc", method="cadc",
+    rates=(),
+    hub_id=None, revision=None,
+    base_model="stabilityai/sd-turbo", base_revision=None,
+    base_licence="other (Stability AI Community License)",
+    licence="none released",
+    paper="CADC: Content Adaptive Diffusion-Based Generative Image Compression (Sheng et al., CVPR 2026, "
+          "arXiv:2602.21591)",
+    implemented=False,
+    notes="no official code or weights; diffcodec trains its own",
+))
