@@ -1,5 +1,5 @@
 """Codecs: the shared contract, backbone, entropy models, blocks, and one file per method."""
 
-from diffcodec.codecs.base import Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 
-__all__ = ["Codec", "CodecOutput", "EncodedImage"]
+__all__ = ["BaseModelRef", "Codec", "CodecOutput", "EncodedImage"]

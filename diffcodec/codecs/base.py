@@ -277,7 +277,8 @@ class Codec(
             except DecodeError:
                 raise
             except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
-                raise DecodeError(f"the payload could not be decoded ({type(error).__name__}: {error})") from error
+                reason = f"{type(error).__name__}: {error}"
+                raise DecodeError(f"the payload could not be decoded ({reason})") from error
         x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0)
         return to_pil(x_hat) if output == "pil" else x_hat.float().cpu()
 

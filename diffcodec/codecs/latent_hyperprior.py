@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
-from diffcodec.codecs.base import Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
 
 
@@ -66,6 +66,9 @@ class LatentHyperprior(Codec):
     """
 
     method = "latent-hyperprior"
+    paper = "Ballé et al. 2018, Variational image compression with a scale hyperprior (reference codec)"
+    paper_url = "https://arxiv.org/abs/1802.01436"
+    licence = "apache-2.0"
 
     def __init__(
         self,
@@ -125,6 +128,14 @@ class LatentHyperprior(Codec):
     @property
     def model_id(self) -> str:
         return self._name
+
+    def base_model_ref(self) -> BaseModelRef | None:
+        """The diffusers base model when built on one (its frozen weights are re-loaded, not saved)."""
+        base = self.hparams.base_model
+        return None if base is None else BaseModelRef(base, self.hparams.base_revision)
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.",)
 
     @property
     def pad_multiple(self) -> int:  # type: ignore[override]
