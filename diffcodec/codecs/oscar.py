@@ -1,0 +1,738 @@
+"""OSCAR: One-Step Diffusion Codec Across Multiple Bit-rates (Guo et al., NeurIPS 2025).
+
+One model serves eight rates. Each rung r has its own small VQ hyper-encoder; the quantised latent is
+treated as a diffusion state at a rung-specific pseudo-timestep t_r and restored by one pass of the
+SD-2.1 (768-v) U-Net with LoRA and a learned prompt embedding (paper Eq. 4–5, ``oscar.md`` §1)::
+
+    x ─VAE enc (sample)─► z₀ (4, H/8, W/8) ──────────────────────────── A_c = ‖z₀_c‖₂ ──► side info
+                           │                                                           │
+                           └─ hyper_encoders[r].backbone ─► VQ ─► indices (H/8s · W/8s, ⌈log₂K_r⌉ bits)
+                                                                   │
+    x̂ ◄─VAE dec─ x̂₀ = √ᾱ·z̃ − √(1−ᾱ)·v ◄─ U-Net(z̃, t_r, E) ◄─ z̃ = ẑ·A/‖ẑ‖ ◄─ proj ◄─ codebook[indices]
+
+The rung table (latent stride s, codebook size K, timestep t) is :data:`OFFICIAL_RUNGS` /
+:data:`OFFICIAL_TIMESTEPS` (``oscar.md`` §2, the current code generation); nominal rate log₂K / (64 s²)
+(paper §3.3). :mod:`diffcodec.codecs.calibration` recomputes the timesteps (paper Eq. 9–13).
+
+Real coding (the official code has none, §1.3): the file holds the rung, the size, the four channel norms
+A_c as float16 (side information, counted) and the indices as fixed-length fields.
+
+Training (:meth:`OSCAR.training_step`, ``stage`` 1 or 2) follows the paper where the official code departs
+from it (``oscar.md`` §12), keeping the official behaviour reachable by configuration:
+
+- stage 1 trains all hyper-encoders *in parallel* (paper §4.1; the code runs one job per rate — the same
+  maths, gradients are clipped per hyper-encoder as in separate runs): L_sim (Eq. 6) + L_VQ commitment
+  (Eq. 7–8; ``commitment_weight=0`` is the official code, which discards it);
+- stage 2 (Eq. 14–16): a random rung per step, L_repa + λ₁·(L₂ + DISTS + EA-DISTS) + λ₂·L_G, with a latent
+  discriminator (:class:`LatentDiscriminator`) whose generator loss has gradients (the official code wraps
+  the discriminator in ``no_grad``, which makes L_G inert: ``gan_weight=0`` reproduces it). The official
+  L1 pixel loss, stage-2 per-channel cosine with weight 2 and AdamW weight decay 1e-2 are options
+  (``pixel_loss="l1"``, ``latent_cosine_axis="channel"``, ``latent_cosine_weight=2``, ``weight_decay``).
+- The U-Net's ``conv_in`` base weights stay frozen (only its LoRA trains), as in the official code and the
+  paper ("we apply LoRA").
+
+Other deviations: images are padded (reflect) to a multiple of the rung's grid stride instead of being
+resized down to a multiple of 128; the norm rescale divides by max(‖ẑ_c‖, 1e-12) (no epsilon officially);
+checkpoints of the legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from diffcodec.bitstream import DecodeError
+from diffcodec.codecs import losses
+from diffcodec.codecs.backbone import LearnedEmbedding, OneStepBackbone, tiny_configs
+from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
+from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
+from diffcodec.codecs.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
+from diffcodec.codecs.lora import ONEDC_UNET_TARGETS, LoraSpec, add_lora
+
+__all__ = [
+    "LEGACY_TIMESTEPS",
+    "OFFICIAL_RUNGS",
+    "OFFICIAL_TIMESTEPS",
+    "OSCAR",
+    "HyperEncoder",
+    "HyperEncoderOutput",
+    "LatentDiscriminator",
+    "Rung",
+    "SideField",
+    "channel_norms",
+    "check_generation",
+    "official_lora_targets",
+    "rescale_to_norms",
+    "small_config",
+]
+
+#: The base model of the released weights (SD 2.1, 768-v, v-prediction; ``oscar.md`` §5.1).
+BASE_MODEL = "stabilityai/stable-diffusion-2-1"
+BASE_LICENCE = "openrail++"
+
+
+# ---------------------------------------------------------------------------------------------- rate table
+@dataclass(frozen=True)
+class Rung:
+    """One rate of the ladder: VQ grid stride ``latent_stride`` (s, relative to the latent; 1, 2, 4 or 8)
+    and codebook size ``codebook_size`` (K). One index per s×s latent block: log₂K / (8s)² bpp."""
+
+    latent_stride: int
+    codebook_size: int
+
+    def __post_init__(self) -> None:
+        if self.latent_stride not in (1, 2, 4, 8):
+            raise ValueError(
+                f"latent_stride must be 1, 2, 4 or 8 (0–3 stride-2 stages), got {self.latent_stride}"
+            )
+        index_bits(self.codebook_size)  # validates K ≥ 2
+
+    @property
+    def downsamples(self) -> int:
+        return int(math.log2(self.latent_stride))
+
+    @property
+    def bits_per_index(self) -> int:
+        return index_bits(self.codebook_size)
+
+    def nominal_bpp(self, vae_stride: int = 8) -> float:
+        """Index bits per pixel, log₂K/(vae_stride·s)² (paper §3.3), without header and side information."""
+        return self.bits_per_index / (vae_stride * self.latent_stride) ** 2
+
+
+#: ``OSCAR.bpps`` of the official code: 0.0019, 0.0098, 0.0313, 0.0430, 0.0625, 0.0781, 0.0937, 0.1250 bpp
+#: (cfg_ss = 64/s at 512², ``oscar.md`` §2).
+OFFICIAL_RUNGS: tuple[dict[str, int], ...] = (
+    {"latent_stride": 8, "codebook_size": 256},
+    {"latent_stride": 4, "codebook_size": 1024},
+    {"latent_stride": 2, "codebook_size": 256},
+    {"latent_stride": 2, "codebook_size": 2048},
+    {"latent_stride": 1, "codebook_size": 16},
+    {"latent_stride": 1, "codebook_size": 32},
+    {"latent_stride": 1, "codebook_size": 64},
+    {"latent_stride": 1, "codebook_size": 256},
+)
+#: Pseudo-timesteps of the current generation (commit cbd975e), by rung.
+OFFICIAL_TIMESTEPS: tuple[int, ...] = (500, 400, 310, 280, 210, 190, 170, 150)
+#: Pseudo-timesteps of the legacy generation (commit 5bb805c), whose checkpoints are refused.
+LEGACY_TIMESTEPS: tuple[int, ...] = (810, 780, 310, 280, 210, 190, 170, 150)
+
+
+class SideField(IntEnum):
+    """Side-information keys of an OSCAR file."""
+
+    CHANNEL_NORMS = 0  #: float16 (C,): A_c = ‖z₀_c‖₂ over all positions of the padded latent
+
+
+# ---------------------------------------------------------------------------------------------- hyper-encoder
+@dataclass
+class HyperEncoderOutput:
+    """``z_hat`` (B, C, h, w) proj output, ``indices`` (B, h/s, w/s), ``commit_loss`` (scalar)."""
+
+    z_hat: torch.Tensor
+    indices: torch.Tensor
+    commit_loss: torch.Tensor
+
+
+class HyperEncoder(nn.Module):
+    """Rate-specific VQ hyper-encoder (paper §3.3; ``oscar.md`` §3, current generation).
+
+    backbone: [1×1 | conv↓](C→N), RBB×3, [1×1 | conv↓](N), RBB×3, Attention(N), [1×1 | conv↓](N), RBB×3,
+    1×1(N→M), Attention(M); the stride-2 convs replace the 1×1s from the first one on, as many as
+    log₂(latent_stride). quantizer: cosine VQ (M → codebook_dim, K codes). proj (decoder side): the
+    mirror with transposed convs and no attention, ending in 1×1(M→C). Keys are the official ones.
+
+    Args:
+        latent_stride, codebook_size: the rung (s, K).
+        in_channels: latent channels C (4). channels: N (192). latent_channels: M (320). codebook_dim: 32.
+    """
+
+    def __init__(
+        self,
+        latent_stride: int,
+        codebook_size: int,
+        *,
+        in_channels: int = 4,
+        channels: int = 192,
+        latent_channels: int = 320,
+        codebook_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        rung = Rung(latent_stride, codebook_size)
+        self.latent_stride = latent_stride
+        d, c, n, m = rung.downsamples, in_channels, channels, latent_channels
+
+        def down(a: int, b: int, stage: int) -> nn.Module:  # stage 3 is the first to downsample
+            return conv(a, b) if d >= stage else conv1x1(a, b)
+
+        def up(a: int, b: int, stage: int) -> nn.Module:
+            return deconv(a, b) if d >= stage else conv1x1(a, b)
+
+        def rbb(width: int) -> list[nn.Module]:
+            return [ResidualBottleneckBlock(width) for _ in range(3)]
+
+        self.backbone = nn.Sequential(
+            down(c, n, 3), *rbb(n), down(n, n, 2), *rbb(n), AttentionBlock(n), down(n, n, 1), *rbb(n),
+            conv1x1(n, m), AttentionBlock(m),
+        )  # fmt: skip
+        self.quantizer = VectorQuantize(m, codebook_size, codebook_dim)
+        self.proj = nn.Sequential(
+            up(m, m, 3), *rbb(m), up(m, m, 2), *rbb(m), up(m, m, 1), *rbb(m), conv1x1(m, c),
+        )  # fmt: skip
+
+    @classmethod
+    def from_official(
+        cls, in_channels: int, N: int, M: int, codebook_dim: int, cfg_ss: int, cfg_cs: int
+    ) -> HyperEncoder:
+        """Build from the official constructor arguments (cfg_ss = VQ grid side at 512² = 64/s)."""
+        if cfg_ss not in (8, 16, 32, 64):
+            raise ValueError(f"cfg_ss must be 8, 16, 32 or 64, got {cfg_ss}")
+        return cls(
+            64 // cfg_ss,
+            cfg_cs,
+            in_channels=in_channels,
+            channels=N,
+            latent_channels=M,
+            codebook_dim=codebook_dim,
+        )
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def _check_latent(self, z0: torch.Tensor) -> None:
+        s = self.latent_stride
+        if z0.ndim != 4 or z0.shape[-2] % s or z0.shape[-1] % s:
+            raise ValueError(
+                f"the latent must be (B, C, h, w) with h and w multiples of {s}, got {tuple(z0.shape)}"
+            )
+
+    def analysis(self, z0: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, M, h/s, w/s)."""
+        self._check_latent(z0)
+        return self.backbone(z0)
+
+    def _tokens(self, z0: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        features = self.analysis(z0)
+        return features.flatten(2).transpose(1, 2), features.shape[-2:]  # row-major (h, w)
+
+    def encode(self, z0: torch.Tensor) -> torch.Tensor:
+        """VQ indices (B, h/s, w/s), row-major."""
+        tokens, (h, w) = self._tokens(z0)
+        return self.quantizer.encode(tokens).view(-1, h, w)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """ẑ (B, C, h, w) from indices (B, h/s, w/s): codebook → project_out → proj."""
+        if indices.ndim != 3:
+            raise ValueError(f"indices must be (B, h, w), got {tuple(indices.shape)}")
+        b, h, w = indices.shape
+        quantized = self.quantizer.decode(indices.reshape(b, h * w))
+        return self.proj(quantized.transpose(1, 2).reshape(b, -1, h, w))
+
+    def forward(self, z0: torch.Tensor) -> HyperEncoderOutput:
+        """Training path: in train mode the codebook is EMA-updated and gradients pass the VQ."""
+        tokens, (h, w) = self._tokens(z0)
+        vq = self.quantizer(tokens)
+        z_hat = self.proj(vq.quantized.transpose(1, 2).reshape(z0.shape[0], -1, h, w))
+        return HyperEncoderOutput(z_hat, vq.indices.view(-1, h, w), vq.commit_loss)
+
+
+def check_generation(hyper_state: Mapping[str, Any], where: str = "the checkpoint") -> None:
+    """Refuse state dicts of the legacy hyper-encoder (commit 5bb805c) with a message saying why.
+
+    Legacy keys have ``backbone.N.attn.in_proj_weight`` (MultiheadAttention layers); the current
+    generation has ``backbone.8.conv_a…`` (CompressAI attention). ``oscar.md`` §0.
+    """
+    keys = list(hyper_state)
+    if any(".attn.in_proj_weight" in key for key in keys):
+        raise ValueError(
+            f"{where} holds OSCAR hyper-encoders of the *legacy* generation (jp-guo/OSCAR commit 5bb805c: "
+            "MultiheadAttention layers, one stride-2 stage, timesteps 810/780/…); its 0.0019/0.0098 bpp "
+            "rungs coded a 32×32 grid (OSCAR issue #3). diffcodec implements the current generation "
+            "(commit cbd975e); download the current jinpeig/OSCAR oscar.pkl, which the authors replaced."
+        )
+    if not any(".backbone.8.conv_a." in key or key.startswith("backbone.8.conv_a.") for key in keys):
+        raise ValueError(f"{where} does not hold OSCAR hyper-encoders (no 'backbone.8.conv_a.*' keys)")
+
+
+# ---------------------------------------------------------------------------------------------- norms
+def channel_norms(z: torch.Tensor) -> torch.Tensor:
+    """A_c = ‖z_c‖₂ over all spatial positions: (B, C, h, w) → (B, C)."""
+    return z.flatten(2).norm(dim=2)
+
+
+def rescale_to_norms(z_hat: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """z̃_c = ẑ_c · A_c / ‖ẑ_c‖₂ (``oscar.md`` §1.2 step 3; the denominator is floored at 1e-12)."""
+    if norms.shape != z_hat.shape[:2]:
+        raise ValueError(f"norms {tuple(norms.shape)} do not match the latent {tuple(z_hat.shape)}")
+    scale = norms / channel_norms(z_hat).clamp(min=1e-12)
+    return z_hat * scale[..., None, None]
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+#: The official adapter names, one per U-Net part (``oscar.md`` §5.2).
+ADAPTER_GROUPS: tuple[str, ...] = ("encoder", "decoder", "others")
+_LORA_PATTERNS = (
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut", "conv_out",
+    "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj",
+)  # fmt: skip
+
+
+def official_lora_targets(unet: nn.Module) -> dict[str, list[str]]:
+    """The official LoRA target lists (OSEDiff lineage, ``oscar.md`` §5.2) of a U-Net without adapters.
+
+    Every weight whose name contains none of "bias", "norm" and one of the patterns as a substring;
+    grouped as ``encoder`` (``down_blocks``/``conv_in``), ``decoder`` (``up_blocks``/``conv_out``) or
+    ``others``. SD-2.1: 94 / 148 / 16 modules.
+    """
+    groups: dict[str, list[str]] = {group: [] for group in ADAPTER_GROUPS}
+    for name, _ in unet.named_parameters():
+        if "bias" in name or "norm" in name or not any(p in name for p in _LORA_PATTERNS):
+            continue
+        if ".base_layer." in name or ".lora_" in name:
+            raise ValueError("official_lora_targets needs a U-Net without adapters")
+        module = name.removesuffix(".weight")
+        if "down_blocks" in name or "conv_in" in name:
+            groups["encoder"].append(module)
+        elif "up_blocks" in name or "conv_out" in name:
+            groups["decoder"].append(module)
+        else:
+            groups["others"].append(module)
+    return groups
+
+
+def adapter_name(group: str) -> str:
+    """``default_encoder`` / ``default_decoder`` / ``default_others`` (the official adapter names)."""
+    return f"default_{group}"
+
+
+# ---------------------------------------------------------------------------------------------- discriminator
+#: LoRA targets of the discriminator's U-Net (``oscar.md`` §7.5): the same list as OneDC's U-Net LoRA.
+DISCRIMINATOR_LORA_TARGETS = ONEDC_UNET_TARGETS
+
+
+def unet_encoder_features(
+    unet: UNet2DConditionModel, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
+) -> torch.Tensor:
+    """The U-Net's mid-block output (time embedding → conv_in → down blocks → mid block), from its
+    public submodules; what the official ``as_discriminator=True`` early return gives."""
+    emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
+    h = unet.conv_in(sample)
+    for block in unet.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
+        else:
+            h, _ = block(hidden_states=h, temb=emb)
+    return unet.mid_block(h, emb, encoder_hidden_states=context)
+
+
+class LatentDiscriminator(nn.Module):
+    """OSCAR's latent discriminator (paper §3.4 "pre-trained UNet encoder + lightweight head", §7.5).
+
+    The given SD U-Net (pass a copy: it is modified) without its up blocks (frozen, with a LoRA ``r``=16,
+    alpha 8, default init) and a learned (L, dim) embedding give mid-block features of a *noised* latent;
+    the head Conv4×4(C→2C) → GroupNorm(32) → SiLU → Conv4×4(2C→1) turns them into a logit map. Trainable: the
+    LoRA, the embedding and the head (the official code trains only the head, see the module docstring).
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, *, lora_rank: int = 16, lora_alpha: float = 8.0,
+                 embedding_length: int = 77) -> None:  # fmt: skip
+        super().__init__()
+        for part in ("up_blocks", "conv_out"):  # as the official code; conv_norm_out stays (unused)
+            if getattr(unet, part, None) is not None:
+                delattr(unet, part)
+        unet.requires_grad_(False)
+        add_lora(
+            unet, "default", LoraSpec(DISCRIMINATOR_LORA_TARGETS, rank=lora_rank, alpha=lora_alpha, init=True)
+        )
+        self.unet = unet
+        dim = unet.config.cross_attention_dim
+        self.embedding = LearnedEmbedding(embedding_length, int(dim if isinstance(dim, int) else dim[0]))
+        width = int(unet.config.block_out_channels[-1])
+        self.cls_pred_branch = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 4, 1, 1), nn.GroupNorm(32, 2 * width), nn.SiLU(),
+            nn.Conv2d(2 * width, 1, 4, 1, 1),
+        )  # fmt: skip
+
+    def forward(self, latent: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1, h', w') of a noised latent at ``timesteps`` (B,)."""
+        context = self.embedding(latent.shape[0])
+        return self.cls_pred_branch(unet_encoder_features(self.unet, latent, timesteps, context))
+
+
+# ---------------------------------------------------------------------------------------------- codec
+def small_config(cross_attention_dim: int = 32) -> dict[str, dict[str, Any]]:
+    """A small random-init SD-2.1-like backbone (v-prediction) for tests and CPU runs (``backbone=``)."""
+    return tiny_configs(cross_attention_dim=cross_attention_dim, prediction_type="v_prediction")
+
+
+PixelLossKind = Literal["mse", "l1"]
+CosineAxis = Literal["position", "channel"]
+
+
+class OSCAR(Codec):
+    """OSCAR codec: eight rungs from one model (see the module docstring).
+
+    Args:
+        name: model identifier (its 8-bit tag is written into every file).
+        rungs: the ladder, ascending in rate: ``{"latent_stride": s, "codebook_size": K}`` per rung.
+        timesteps: the pseudo-timestep of each rung (from :mod:`~diffcodec.codecs.calibration` or official).
+        hyper_channels, hyper_latent_channels, codebook_dim: N, M, codebook width of the hyper-encoders.
+        backbone: configs of a random-init backbone (``vae_config``, ``unet_config``, ``scheduler_config``;
+            see :func:`small_config`), used when ``base_model`` is None.
+        base_model, base_revision: hub id or folder of SD 2.1 (768-v) and its revision.
+        lora_rank, lora_alpha: the three U-Net adapters (16, 8 → scaling 0.5).
+        embedding_length: rows of the learned prompt embedding E (77).
+        sample_latent: encode with a posterior sample (official, also at test time) or the mean.
+        stage: 0 inference only, 1 representation alignment, 2 unified fine-tuning.
+        Training (stage 1/2): pixel_loss, dists_weight, edge_dists_weight, latent_cosine_weight,
+            latent_cosine_axis, commitment_weight, gan_weight (λ₂), discriminator_weight, gan_loss,
+            learning_rate, weight_decay, discriminator_learning_rate, gradient_clip, rung_seed.
+    """
+
+    method = "oscar"
+    paper = "OSCAR: One-Step Diffusion Codec Across Multiple Bit-rates (Guo et al., NeurIPS 2025)"
+    paper_url = "https://arxiv.org/abs/2505.16091"
+    licence = "unspecified"
+
+    def __init__(
+        self,
+        *,
+        name: str = "oscar",
+        rungs: Sequence[Mapping[str, int]] = OFFICIAL_RUNGS,
+        timesteps: Sequence[int] = OFFICIAL_TIMESTEPS,
+        hyper_channels: int = 192,
+        hyper_latent_channels: int = 320,
+        codebook_dim: int = 32,
+        backbone: Mapping[str, Any] | None = None,
+        base_model: str | None = None,
+        base_revision: str | None = None,
+        lora_rank: int = 16,
+        lora_alpha: float = 8.0,
+        embedding_length: int = 77,
+        sample_latent: bool = True,
+        stage: int = 0,
+        pixel_loss: PixelLossKind = "mse",
+        dists_weight: float = 1.0,
+        edge_dists_weight: float = 1.0,
+        latent_cosine_weight: float = 1.0,
+        latent_cosine_axis: CosineAxis = "position",
+        commitment_weight: float = 1.0,
+        gan_weight: float = 5e-3,
+        discriminator_weight: float = 1.0,
+        gan_loss: losses.GanLoss = "non-saturating",
+        learning_rate: float = 5e-5,
+        weight_decay: float = 1e-5,
+        discriminator_learning_rate: float = 5e-5,
+        gradient_clip: float = 1.0,
+        rung_seed: int = 123,
+    ) -> None:
+        super().__init__()
+        if stage not in (0, 1, 2):
+            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._name = name
+        self.rung_table = tuple(Rung(int(r["latent_stride"]), int(r["codebook_size"])) for r in rungs)
+        if not self.rung_table:
+            raise ValueError("an OSCAR ladder needs at least one rung")
+        rates = [rung.nominal_bpp() for rung in self.rung_table]
+        if rates != sorted(rates):
+            raise ValueError(f"rungs must ascend in rate, got {[f'{r:.4g}' for r in rates]} bpp")
+        if len(timesteps) != len(self.rung_table):
+            raise ValueError(
+                f"{len(self.rung_table)} rungs need {len(self.rung_table)} timesteps, got {len(timesteps)}"
+            )
+        if base_model is not None:
+            self.backbone = OneStepBackbone.from_pretrained(
+                base_model, base_revision, conditioning="learned", prompt_length=embedding_length
+            )
+        else:
+            configs = dict(backbone or small_config())
+            self.backbone = OneStepBackbone.from_config(
+                **configs, conditioning="learned", prompt_length=embedding_length, persist_base=True
+            )
+        self._timesteps = self._checked_timesteps(timesteps)
+        self._rates = tuple(rung.nominal_bpp(self.backbone.vae_scale_factor) for rung in self.rung_table)
+
+        self.stage = stage
+        self.discriminator: LatentDiscriminator | None = None
+        if stage == 2 and gan_weight > 0:  # a clean copy of the base U-Net, before the codec's adapters
+            self.discriminator = LatentDiscriminator(
+                copy.deepcopy(self.backbone.unet), lora_rank=lora_rank, lora_alpha=lora_alpha,
+                embedding_length=embedding_length,
+            )  # fmt: skip
+        targets = official_lora_targets(self.backbone.unet)
+        for group, modules in targets.items():
+            if modules:
+                self.backbone.add_lora(
+                    adapter_name(group), modules, rank=lora_rank, alpha=lora_alpha, init="gaussian"
+                )
+
+        latent = self.backbone.latent_channels
+        self.hyper_encoders = nn.ModuleList(
+            HyperEncoder(
+                rung.latent_stride, rung.codebook_size, in_channels=latent, channels=hyper_channels,
+                latent_channels=hyper_latent_channels, codebook_dim=codebook_dim,
+            )
+            for rung in self.rung_table
+        )  # fmt: skip
+        self._loss_networks: dict[str, nn.Module] = {}  # DISTS, built on first use; not in the state dict
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def rates(self) -> tuple[float, ...]:
+        return self._rates
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    @property
+    def pad_multiple(self) -> int:  # type: ignore[override]
+        """The active rung's grid stride in pixels (8·s): indices exist only for whole s×s blocks."""
+        return self.backbone.vae_scale_factor * self.rung_table[self.quality].latent_stride
+
+    @property
+    def timesteps(self) -> tuple[int, ...]:
+        """The pseudo-timestep t_r of each rung."""
+        return self._timesteps
+
+    def base_model_ref(self) -> BaseModelRef | None:
+        base = self.hparams.get("base_model")
+        return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.vae.", "backbone.unet.", "discriminator.unet.")
+
+    def _checked_timesteps(self, timesteps: Sequence[int]) -> tuple[int, ...]:
+        values = tuple(int(t) for t in timesteps)
+        if len(values) != len(self.rung_table):
+            raise ValueError(
+                f"{len(self.rung_table)} rungs need {len(self.rung_table)} timesteps, got {len(values)}"
+            )
+        limit = self.backbone.num_train_timesteps
+        if any(not 0 <= t < limit for t in values) or any(isinstance(t, bool) for t in timesteps):
+            raise ValueError(f"timesteps must be ints in [0, {limit}), got {list(timesteps)}")
+        return values
+
+    def set_timesteps(self, timesteps: Sequence[int]) -> None:
+        """Replace the rung → timestep table (e.g. after calibration); ``save_pretrained`` then writes it
+        into config.json and Lightning checkpoints into their hyper-parameters."""
+        self._timesteps = self._checked_timesteps(timesteps)
+        self.hparams["timesteps"] = list(self._timesteps)
+        self.__dict__["_diffcodec_init_args"]["timesteps"] = list(self._timesteps)  # the config.json record
+
+    # ------------------------------------------------------------------ the pipeline
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE latent z₀ of x ∈ [0, 1]: a posterior sample (official) or the mean."""
+        return self.backbone.encode(x * 2 - 1, sample=self.hparams.sample_latent)
+
+    def synthesize(
+        self, z_hat: torch.Tensor, norms: torch.Tensor, rung: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂ ∈ [0, 1], x̂₀ latent) from the proj output ẑ and the channel norms: rescale, one U-Net step
+        at t_r (v-prediction x0 formula), VAE decode, clamp."""
+        z_tilde = rescale_to_norms(z_hat, norms.to(z_hat))
+        x0 = self.backbone.denoise(z_tilde, self._timesteps[rung])
+        return self.backbone.decode(x0).add(1).div(2), x0
+
+    def side_bits(self) -> int:
+        """Bits of the channel norms in a file (float16 each), excluding the container's framing."""
+        return 16 * self.backbone.latent_channels
+
+    def forward(self, x: torch.Tensor, rung: int | None = None) -> CodecOutput:
+        """Differentiable path at ``rung`` (default: the active one) on x (B, 3, H, W) ∈ [0, 1], H and W
+        multiples of :attr:`pad_multiple` at that rung. ``aux``: z0, z_hat, x0, indices, commit_loss."""
+        rung = self.quality if rung is None else self.select_rung(rung)
+        with torch.no_grad():
+            z0 = self.encode_latent(x)
+        out = self.hyper_encoders[rung](z0)
+        x_hat, x0 = self.synthesize(out.z_hat, channel_norms(z0), rung)
+        count = out.indices[0].numel()
+        bits = x.new_full((x.shape[0],), float(count * self.rung_table[rung].bits_per_index))
+        return CodecOutput(
+            x_hat=x_hat,
+            rate_bits={"indices": bits, "norms": torch.full_like(bits, float(self.side_bits()))},
+            aux={
+                "z0": z0,
+                "z_hat": out.z_hat,
+                "x0": x0,
+                "indices": out.indices,
+                "commit_loss": out.commit_loss,
+            },
+        )
+
+    # ------------------------------------------------------------------ real coding
+    def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
+        z0 = self.encode_latent(x)
+        indices = self.hyper_encoders[rung].encode(z0)
+        norms = channel_norms(z0)[0].float().cpu().numpy().astype(np.float16)
+        if not np.isfinite(norms).all():
+            raise ValueError("a latent channel norm overflows float16; the image cannot be coded")
+        stream = pack_indices(indices, self.rung_table[rung].codebook_size)
+        return EncodedImage(streams=[stream], side={SideField.CHANNEL_NORMS: norms})
+
+    def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> torch.Tensor:
+        if len(encoded.streams) != 1:
+            raise DecodeError(f"an OSCAR file has 1 stream (the indices), found {len(encoded.streams)}")
+        check_side(encoded.side, [SideField.CHANNEL_NORMS])
+        norms = encoded.side[SideField.CHANNEL_NORMS]
+        channels = self.backbone.latent_channels
+        if not isinstance(norms, np.ndarray) or norms.dtype != np.float16 or norms.shape != (channels,):
+            raise DecodeError(f"the channel norms must be {channels} float16 values, got {norms!r}")
+        if not (np.isfinite(norms).all() and (norms >= 0).all()):
+            raise DecodeError(f"the channel norms must be finite and non-negative, got {norms.tolist()}")
+        stride = self.backbone.vae_scale_factor * self.rung_table[rung].latent_stride
+        grid = (padded_size[0] // stride, padded_size[1] // stride)
+        codebook = self.rung_table[rung].codebook_size
+        indices = unpack_indices(encoded.streams[0], grid[0] * grid[1], codebook)
+        indices = torch.from_numpy(indices).to(self.device).view(1, *grid)
+        z_hat = self.hyper_encoders[rung].decode(indices)
+        norms_t = torch.from_numpy(norms.astype(np.float32)).to(z_hat)[None]
+        return self.synthesize(z_hat, norms_t, rung)[0]
+
+    # ------------------------------------------------------------------ training
+    def _draw_rung(self) -> int:
+        """Stage 2's rung for this step: uniform, the same on every rank (seeded by the global step)."""
+        return random.Random(self.hparams.rung_seed * 1_000_003 + self.global_step).randrange(self.num_rungs)
+
+    def alignment_loss(self, z0: torch.Tensor, out: HyperEncoderOutput) -> dict[str, torch.Tensor]:
+        """L_repa = L_sim (Eq. 6, ``latent_cosine_axis``) + commitment (Eq. 7–8), unweighted terms."""
+        cosine = losses.latent_cosine_similarity(z0, out.z_hat, self.hparams.latent_cosine_axis).mean()
+        return {"cosine": cosine, "commit": out.commit_loss}
+
+    def generator_terms(self, x: torch.Tensor, rung: int) -> dict[str, torch.Tensor]:
+        """Stage-2 losses at ``rung`` (paper Eq. 14–15) and their weighted sum ``loss``."""
+        hp = self.hparams
+        out = self(x, rung=rung)
+        aux = out.aux
+        align = self.alignment_loss(
+            aux["z0"], HyperEncoderOutput(aux["z_hat"], aux["indices"], aux["commit_loss"])
+        )
+        terms = {"pixel": losses.pixel_loss(out.x_hat, x, hp.pixel_loss), **align}
+        loss = (
+            terms["pixel"]
+            - hp.latent_cosine_weight * align["cosine"]
+            + hp.commitment_weight * align["commit"]
+        )
+        if hp.dists_weight or hp.edge_dists_weight:
+            if "dists" not in self._loss_networks:
+                self._loss_networks["dists"] = losses.DISTSLoss()
+            dists = self._loss_networks["dists"].to(x.device)
+            if hp.dists_weight:
+                terms["dists"] = dists(out.x_hat, x)
+                loss = loss + hp.dists_weight * terms["dists"]
+            if hp.edge_dists_weight:
+                terms["edge_dists"] = dists.edge_aware(out.x_hat, x)
+                loss = loss + hp.edge_dists_weight * terms["edge_dists"]
+        if self.discriminator is not None:
+            logits = self.discriminator(*self._noised(aux["x0"]))
+            terms["gan"] = losses.generator_loss(logits, hp.gan_loss)
+            loss = loss + hp.gan_weight * terms["gan"]
+        terms["loss"] = loss
+        terms["x0"] = aux["x0"]
+        terms["z0"] = aux["z0"]
+        return terms
+
+    def _noised(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A latent noised at t ~ U{20, …, 979} (``oscar.md`` §7.5), and t."""
+        steps = torch.randint(20, 980, (latent.shape[0],), device=latent.device)
+        return self.backbone.add_noise(latent, torch.randn_like(latent), steps), steps
+
+    def training_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if self.stage == 1:
+            return self._stage1_step(x)
+        if self.stage == 2:
+            return self._stage2_step(x)
+        raise RuntimeError("this OSCAR was built with stage=0 (inference); set stage to 1 or 2 to train")
+
+    def _stage1_step(self, x: torch.Tensor) -> torch.Tensor:
+        """All hyper-encoders at once on one VAE encoding; the U-Net is not used (paper §3.3)."""
+        optimizer = self.optimizers()
+        with torch.no_grad():
+            z0 = self.encode_latent(x)
+        total = x.new_zeros(())
+        logs = {}
+        for rung, encoder in enumerate(self.hyper_encoders):
+            terms = self.alignment_loss(z0, encoder(z0))
+            total = total - terms["cosine"] + self.hparams.commitment_weight * terms["commit"]
+            logs[f"train/cosine_q{rung}"] = terms["cosine"].detach()
+        optimizer.zero_grad()
+        self.manual_backward(total)
+        for encoder in self.hyper_encoders:  # per encoder: the official runs are independent
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), self.hparams.gradient_clip)
+        optimizer.step()
+        self.log_dict({"train/loss": total.detach(), **logs}, prog_bar=False)
+        return total.detach()
+
+    def _stage2_step(self, x: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        optimizers = self.optimizers()
+        opt_g, opt_d = optimizers if isinstance(optimizers, (list, tuple)) else (optimizers, None)
+        rung = self._draw_rung()
+        if opt_d is not None:
+            self.toggle_optimizer(opt_g)  # the discriminator's parameters get no generator gradients
+        terms = self.generator_terms(x, rung)
+        opt_g.zero_grad()
+        self.manual_backward(terms["loss"])
+        self.clip_gradients(opt_g, gradient_clip_val=hp.gradient_clip, gradient_clip_algorithm="norm")
+        opt_g.step()
+        logs = {f"train/{k}": v.detach() for k, v in terms.items() if v.ndim == 0}
+        if opt_d is not None:
+            self.untoggle_optimizer(opt_g)
+            self.toggle_optimizer(opt_d)
+            real = self.discriminator(*self._noised(terms["z0"]))
+            fake = self.discriminator(*self._noised(terms["x0"].detach()))
+            d_loss = hp.discriminator_weight * losses.discriminator_loss(real, fake, hp.gan_loss)
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            self.clip_gradients(opt_d, gradient_clip_val=hp.gradient_clip, gradient_clip_algorithm="norm")
+            opt_d.step()
+            self.untoggle_optimizer(opt_d)
+            logs["train/discriminator"] = d_loss.detach()
+        self.log_dict({**logs, "train/rung": float(rung)})
+        return terms["loss"].detach()
+
+    def validation_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> None:
+        """Stage 1: the cosine similarity per rung (what calibration measures). Stage 2: also pixel MSE."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        z0 = self.encode_latent(x)
+        logs = {}
+        for rung, encoder in enumerate(self.hyper_encoders):
+            s = self.backbone.vae_scale_factor * self.rung_table[rung].latent_stride
+            if x.shape[-2] % s or x.shape[-1] % s:
+                continue
+            z_hat = encoder.decode(encoder.encode(z0))
+            logs[f"val/cosine_q{rung}"] = losses.latent_cosine_similarity(z0, z_hat, "position").mean()
+            if self.stage == 2:
+                x_hat = self.synthesize(z_hat, channel_norms(z0), rung)[0]
+                logs[f"val/mse_q{rung}"] = torch.mean((x_hat - x) ** 2)
+        self.log_dict(logs, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if self.stage == 0:
+            raise RuntimeError("this OSCAR was built with stage=0 (inference); set stage to 1 or 2 to train")
+        params = list(self.hyper_encoders.parameters())
+        if self.stage == 2:
+            params += [p for p in self.backbone.trainable_parameters() if p.requires_grad]
+        generator = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        if self.discriminator is None:
+            return generator
+        trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+        discriminator = torch.optim.AdamW(
+            trainable, lr=hp.discriminator_learning_rate, weight_decay=hp.weight_decay
+        )
+        return [generator, discriminator]
