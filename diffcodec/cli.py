@@ -37,6 +37,7 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "export": ("diffcodec.training.cli", "export a trained checkpoint as a diffcodec model folder"),
     "shards": ("diffcodec.data.cli", "pack an image folder into WebDataset shards"),
     "convert": ("diffcodec.zoo.convert", "convert an official checkpoint to diffcodec's format"),
+    "calibrate": ("diffcodec.codecs.calibration", "OSCAR: measure the rung → pseudo-timestep table"),
     "bench": ("diffcodec.eval.bench", "time compression and decompression"),
     "demo": ("diffcodec.demo", "compress and decompress a bundled sample image, offline"),
 }

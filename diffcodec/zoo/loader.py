@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -69,6 +70,20 @@ def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: d
             f"{entry.name!r} ({entry.paper}) is listed in the zoo but not yet implemented in this version of "
             f"diffcodec; official weights: {where} ({entry.notes or 'see the zoo docs'})."
         )
+    if entry.official_loader is not None:
+        module_name, _, function = entry.official_loader.partition(":")
+        if not module_name.startswith("diffcodec.zoo."):
+            raise ValueError(f"{entry.name}: official loaders live in diffcodec.zoo, got {module_name!r}")
+        loader = getattr(importlib.import_module(module_name), function)
+        options = {"base_model": entry.base_model, "base_revision": entry.base_revision, **overrides}
+        try:
+            return loader(entry.hub_id, revision=revision or entry.revision, **options).to(device)
+        except MissingWeightsError as error:
+            raise MissingWeightsError(
+                f"{error} This is the official, unconverted checkpoint: convert it once with "
+                f"`diffcodec convert {entry.method} DIR/{entry.weights_file} OUT_DIR`, then "
+                f'diffcodec.load("OUT_DIR").'
+            ) from error
     folder = bundled_folder(entry)
     if folder is not None:
         if revision is not None:

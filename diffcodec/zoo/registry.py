@@ -27,8 +27,9 @@ class ZooEntry:
     Face Hub (``revision`` should be a commit hash for reproducibility); ``bundled_path`` is a folder
     inside the ``diffcodec`` package (relative), used before the hub when present. ``weights_file`` is
     the file whose presence in the local cache means the weights are on this machine (an official
-    checkpoint may use its own name until converted). ``implemented`` is False for methods this
-    version lists but cannot run yet.
+    checkpoint may use its own name until converted). ``official_loader`` (``"module:function"`` inside
+    ``diffcodec.zoo``) reads an official, unconverted checkpoint from ``hub_id`` at load time.
+    ``implemented`` is False for methods this version lists but cannot run yet.
     """
 
     name: str
@@ -45,6 +46,7 @@ class ZooEntry:
     base_licence: str | None = None
     implemented: bool = True
     weights_file: str = "model.safetensors"
+    official_loader: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -92,9 +94,9 @@ register(ZooEntry(
     licence="unspecified",
     paper="OSCAR: One-Step Diffusion Codec Across Multiple Bit-rates (Guo et al., NeurIPS 2025, "
           "arXiv:2505.16091)",
-    implemented=False,
-    notes="official oscar.pkl (jp-guo/OSCAR has no licence file); revision not pinned (unverified "
-          "offline); conversion in a later issue",
+    official_loader="diffcodec.zoo.convert_oscar:load_official",
+    notes="official oscar.pkl (jp-guo/OSCAR has no licence file), converted at load time; revision not "
+          "pinned (unverified offline)",
 ))
 register(ZooEntry(
     name="stablecodec", method="stablecodec",
