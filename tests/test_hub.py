@@ -80,14 +80,6 @@ class TinyConvCodec(Codec):
         )
         self.log_scale = nn.Parameter(torch.full((latent_channels,), 3.0))
 
-    @property
-    def rates(self) -> tuple[float, ...]:
-        return self._rates
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
     def base_model_ref(self) -> BaseModelRef | None:
         if self.base_repo is None:
             return None

@@ -144,13 +144,16 @@ class Codec(
     # ------------------------------------------------------------------ rate ladder
     @property
     def rates(self) -> tuple[float, ...]:
-        """Nominal bpp per rung, ascending. Methods override this (from their config)."""
-        raise NotImplementedError
+        """Nominal bpp per rung, ascending: methods set ``self._rates`` in their constructor."""
+        rates = self.__dict__.get("_rates")
+        if rates is None:
+            raise NotImplementedError(f"{type(self).__name__} must set self._rates (its rate ladder)")
+        return tuple(rates)
 
     @property
     def model_id(self) -> str:
-        """Identifier of these weights; methods override (usually from their config's ``name``)."""
-        return self.method
+        """Identifier of these weights: ``self._name`` when a method sets it (its config's ``name``)."""
+        return self.__dict__.get("_name") or self.method
 
     @property
     def num_rungs(self) -> int:

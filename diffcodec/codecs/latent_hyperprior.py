@@ -121,14 +121,6 @@ class LatentHyperprior(Codec):
         self.gaussian_conditional = GaussianConditional(None)
 
     # ------------------------------------------------------------------ contract
-    @property
-    def rates(self) -> tuple[float, ...]:
-        return self._rates
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
     def base_model_ref(self) -> BaseModelRef | None:
         """The diffusers base model when built on one (its frozen weights are re-loaded, not saved)."""
         base = self.hparams.base_model

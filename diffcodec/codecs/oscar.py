@@ -491,14 +491,6 @@ class OSCAR(Codec):
 
     # ------------------------------------------------------------------ contract
     @property
-    def rates(self) -> tuple[float, ...]:
-        return self._rates
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
-    @property
     def pad_multiple(self) -> int:  # type: ignore[override]
         """The active rung's grid stride in pixels (8·s): indices exist only for whole s×s blocks."""
         return self.backbone.vae_scale_factor * self.rung_table[self.quality].latent_stride
