@@ -1,0 +1,269 @@
+"""LightningDataModules: training patches from an image folder or WebDataset shards, whole validation images.
+
+Batches are plain (B, 3, S, S) float tensors in [0, 1], the input of every codec's ``training_step``.
+Validation batches are single whole images (1, 3, H, W), padded right and bottom to ``val_pad_multiple``
+(by default the codec's ``pad_multiple``) so that any image fits the training forward; bpp from real
+coding on the *unpadded* images is measured by :class:`~diffcodec.training.callbacks.RealCodingValidation`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from diffcodec.data.crops import Crop, FlipMode, MinSizePolicy, as_crops
+from diffcodec.data.folder import ImageFolder, SkipCounter, collate_patches
+from diffcodec.data.sampling import CropMixSampler, ResumableDataLoader
+from diffcodec.data.shards import PatchBatches, expand_shards, patch_pipeline
+
+
+class ValidationFolderMixin:
+    """The validation side shared by both DataModules: a folder of whole images, batch size 1."""
+
+    val_dir: str | None
+    val_pad_multiple: int | None
+    val_max_images: int | None
+    num_workers: int
+    val_set: ImageFolder | None = None
+
+    def _setup_validation(self) -> None:
+        if self.val_dir is not None and self.val_set is None:
+            pad = self.val_pad_multiple
+            trainer = getattr(self, "trainer", None)
+            if pad is None and trainer is not None:  # the codec's own multiple
+                pad = getattr(trainer.lightning_module, "pad_multiple", None)
+            self.val_set = ImageFolder(
+                self.val_dir, None, pad_multiple=pad, check=True, max_images=self.val_max_images
+            )
+
+    def val_dataloader(self) -> DataLoader | list:
+        self._setup_validation()
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=min(self.num_workers, 2))
+
+
+def world_of(module: L.LightningDataModule) -> tuple[int, int]:
+    """``(rank, world_size)`` of the trainer the DataModule is attached to; ``(0, 1)`` without one."""
+    trainer = module.trainer
+    if trainer is None:
+        return 0, 1
+    return trainer.global_rank, trainer.world_size
+
+
+def on_gpu(module: L.LightningDataModule) -> bool:
+    """Whether the attached trainer runs on a CUDA device (then batches are pinned)."""
+    return module.trainer is not None and module.trainer.strategy.root_device.type == "cuda"
+
+
+class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
+    """Random patches from every image under ``train_dir``; whole images from ``val_dir``.
+
+    Args:
+        train_dir: training folder (recursive; any format Pillow reads; converted to RGB).
+        val_dir: validation folder evaluated at full resolution, or None.
+        crops: crop size, :class:`~diffcodec.data.crops.Crop`, or a crop mix (list), see that module.
+        flips: ``"none"``, ``"horizontal"``, ``"both"`` or ``"dihedral"``.
+        min_size: images smaller than a crop are ``"upscale"`` d, ``"skip"`` ped, or ``"pad"`` ded.
+        batch_size: per-rank batch size (of the largest ``batch_fraction``).
+        num_workers: DataLoader worker processes.
+        seed: shuffling and crop seed (the same on every rank; ranks get disjoint indices).
+        val_pad_multiple: pad validation images to this multiple; None: the codec's ``pad_multiple``.
+        val_max_images: evaluate at most this many validation images.
+
+    Resuming: a run restarted from a mid-epoch checkpoint continues the epoch with exactly the batches
+    the interrupted run had not seen (same order, same crops).
+    """
+
+    def __init__(
+        self,
+        train_dir: str | os.PathLike,
+        val_dir: str | os.PathLike | None = None,
+        *,
+        crops: int | Crop | Sequence[int | Crop] = 256,
+        flips: FlipMode = "horizontal",
+        min_size: MinSizePolicy = "upscale",
+        batch_size: int = 8,
+        num_workers: int = 4,
+        seed: int = 0,
+        extensions: Sequence[str] | None = None,
+        val_pad_multiple: int | None = None,
+        val_max_images: int | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_dir = str(train_dir)
+        self.val_dir = None if val_dir is None else str(val_dir)
+        self.crops = as_crops(crops)
+        self.flips = flips
+        self.min_size = min_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.extensions = extensions
+        self.val_pad_multiple = val_pad_multiple
+        self.val_max_images = val_max_images
+        self.pin_memory = pin_memory
+        self.train_set: ImageFolder | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = ImageFolder(
+                self.train_dir,
+                self.crops,
+                flips=self.flips,
+                min_size=self.min_size,
+                extensions=self.extensions,
+            )
+        if stage in (None, "fit", "validate"):
+            self._setup_validation()
+
+    @property
+    def skipped_images(self) -> int:
+        """Images skipped so far (unreadable, or too small under ``min_size="skip"``), over all workers."""
+        return sum(s.skipped.value for s in (self.train_set, self.val_set) if s is not None)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        rank, world = world_of(self)
+        sampler = CropMixSampler(
+            self.train_set,
+            batch_size=self.batch_size,
+            crops=self.crops,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
+        )
+        self._resume_position(sampler)
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_patches,
+            drop_last=True,
+            pin_memory=self.pin_memory and on_gpu(self),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _resume_position(self, sampler: CropMixSampler) -> None:
+        """Point the sampler at the trainer's position (restored from a checkpoint, or 0 on a fresh run)."""
+        if self.trainer is None:
+            return
+        fit_loop = self.trainer.fit_loop
+        epoch = fit_loop.epoch_progress.current.processed
+        done = fit_loop.epoch_loop.batch_progress.current.processed
+        per_epoch, limit = sampler.batches_per_epoch, self.trainer.limit_train_batches
+        per_epoch = min(per_epoch, limit) if isinstance(limit, int) else int(per_epoch * limit)
+        if done >= per_epoch:  # saved at the end of an epoch: the next one starts from its beginning
+            epoch, done = epoch + 1, 0
+        sampler.resume(epoch, done)
+
+
+class WebDatasetDataModule(ValidationFolderMixin, L.LightningDataModule):
+    """Random patches from WebDataset shards (local, ``https://``, ``pipe:``); whole images from ``val_dir``.
+
+    Args:
+        shards: a directory of ``*.tar``, a brace pattern (``data/train-{000000..000099}.tar``), a URL, or a
+            list of these (as written by ``diffcodec shards``).
+        val_dir: validation folder evaluated at full resolution, or None.
+        crops, flips, min_size: as :class:`ImageFolderDataModule`.
+        batch_size: per-rank batch size.
+        num_workers: DataLoader worker processes (persistent, so shard streams continue across epochs).
+        resampled: draw shards at random with replacement, a different stream per rank and worker
+            (infinite; the recommended mode for DDP). Otherwise each epoch is one pass over the shards,
+            split between ranks and then workers (needs at least ``world × workers`` shards).
+        shuffle_buffer: samples held in each worker's shuffle buffer.
+        batches_per_epoch: batches per rank in an epoch (gives the loader a length; every rank runs the
+            same number of steps). None: resampled streams never end an epoch, so set ``max_steps`` and an
+            integer ``val_check_interval`` on the trainer.
+        seed: seed of the shard streams, shuffle buffers and crops.
+
+    A resumed run continues with fresh shard streams (seeded from the restored step), not at the exact
+    sample where it stopped: iterable streams have no position to restore.
+    """
+
+    def __init__(
+        self,
+        shards: str | Sequence[str],
+        val_dir: str | os.PathLike | None = None,
+        *,
+        crops: int | Crop | Sequence[int | Crop] = 256,
+        flips: FlipMode = "horizontal",
+        min_size: MinSizePolicy = "upscale",
+        batch_size: int = 8,
+        num_workers: int = 4,
+        resampled: bool = True,
+        shuffle_buffer: int = 1000,
+        batches_per_epoch: int | None = None,
+        seed: int = 0,
+        val_pad_multiple: int | None = None,
+        val_max_images: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.urls = expand_shards(shards)
+        self.val_dir = None if val_dir is None else str(val_dir)
+        self.crops = as_crops(crops)
+        self.flips = flips
+        self.min_size = min_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.resampled = resampled
+        self.shuffle_buffer = shuffle_buffer
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.val_pad_multiple = val_pad_multiple
+        self.val_max_images = val_max_images
+        self.skipped = SkipCounter()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batches_per_epoch is not None and batches_per_epoch < max(1, num_workers):
+            raise ValueError(
+                f"batches_per_epoch={batches_per_epoch} must be at least num_workers={num_workers}"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate"):
+            self._setup_validation()
+
+    @property
+    def skipped_images(self) -> int:
+        """Samples skipped so far (unreadable or too small), over all workers of this rank."""
+        return self.skipped.value + (self.val_set.skipped.value if self.val_set is not None else 0)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = world_of(self)
+        # a resumed run starts new streams rather than replaying those of step 0
+        seed = self.seed + (self.trainer.global_step if self.trainer is not None else 0)
+        stage = PatchBatches(
+            self.crops,
+            batch_size=self.batch_size,
+            flips=self.flips,
+            min_size=self.min_size,
+            seed=seed,
+            rank=rank,
+            skipped=self.skipped,
+            batches=self.batches_per_epoch,
+        )
+        pipeline = patch_pipeline(
+            self.urls,
+            stage,
+            resampled=self.resampled,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=seed,
+            rank=rank,
+            world=world,
+            skipped=self.skipped,
+        )
+        if self.batches_per_epoch is not None:
+            pipeline = pipeline.with_length(self.batches_per_epoch, silent=True)
+        return DataLoader(
+            pipeline,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=on_gpu(self),
+        )

@@ -1,0 +1,132 @@
+"""Training checkpoints without the frozen base model, and loading them back with the keys checked.
+
+A codec built on a pretrained base model (:meth:`Codec.base_model_ref` set) re-loads the base weights
+in its constructor, so a Lightning checkpoint need only hold what training changes: the codec's own
+modules, adapters (LoRA), widened layers. :class:`TrainableCheckpoint` drops the entries
+:meth:`Codec.is_base_weight` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
+writes, and on resume checks that exactly those entries, and nothing else, are missing.
+
+The codec records how it was built (class and constructor arguments) in the checkpoint too, under
+``"diffcodec"``; ``diffcodec export`` rebuilds it from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from diffcodec.codecs.base import Codec
+from diffcodec.zoo.hub import CheckpointError, class_path
+
+#: Key under which the codec's class and constructor arguments are stored in a Lightning checkpoint.
+CODEC_KEY = "diffcodec"
+
+
+def base_weight_keys(module: torch.nn.Module, keys: Iterable[str]) -> set[str]:
+    """The ``keys`` that are frozen base-model weights of ``module`` (none unless it names a base model)."""
+    if not isinstance(module, Codec) or module.base_model_ref() is None:
+        return set()
+    return {key for key in keys if module.is_base_weight(key)}
+
+
+def strip_base_weights(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the base-model weights of ``module``."""
+    dropped = base_weight_keys(module, state_dict)
+    return {key: value for key, value in state_dict.items() if key not in dropped}
+
+
+def _listing(keys: Iterable[str], limit: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p if p.endswith(".") else p + ".") for p in prefixes)
+
+
+def check_state_keys(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    allow_missing: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+    where: str = "checkpoint",
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` fits ``module`` up to the expected gaps.
+
+    Allowed gaps: base-model weights (stripped on save), keys under the ``allow_missing`` module prefixes
+    (modules new in this stage), and checkpoint keys under ``ignore``. Shapes are checked by
+    ``load_state_dict`` itself (entropy models resize their CDF tables to the stored ones).
+    """
+    own = module.state_dict()
+    allow_missing, ignore = tuple(allow_missing), tuple(ignore)
+    expected_missing = base_weight_keys(module, own)
+    missing = [
+        k for k in own if k not in state_dict and k not in expected_missing and not _under(k, allow_missing)
+    ]
+    unexpected = [k for k in state_dict if k not in own and not _under(k, ignore)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{where} does not fit {type(module).__name__}: " + "; ".join(problems))
+
+
+def load_training_state(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    allow_missing: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+    where: str = "checkpoint",
+) -> None:
+    """Check the keys (see :func:`check_state_keys`), then load ``state_dict`` into ``module``."""
+    allow_missing, ignore = tuple(allow_missing), tuple(ignore)
+    check_state_keys(module, state_dict, allow_missing=allow_missing, ignore=ignore, where=where)
+    kept = {k: v for k, v in state_dict.items() if not _under(k, ignore)}
+    try:
+        module.load_state_dict(kept, strict=False)
+    except RuntimeError as error:  # size mismatches
+        raise CheckpointError(f"{where} does not fit {type(module).__name__}: {error}") from error
+
+
+def codec_record(module: L.LightningModule) -> dict[str, Any] | None:
+    """How to rebuild ``module`` (class path and constructor arguments), or None if it is not a Codec."""
+    if not isinstance(module, Codec):
+        return None
+    return {
+        "class": class_path(type(module)),
+        "init_args": dict(getattr(module, "_diffcodec_init_args", {})),
+        "unsaved_args": list(getattr(module, "_diffcodec_unsaved_args", [])),
+    }
+
+
+class TrainableCheckpoint(Callback):
+    """Keep frozen base-model weights out of Lightning checkpoints; check the keys when resuming.
+
+    Always installed by ``diffcodec fit`` / ``validate``. With it the model loads checkpoints
+    non-strictly (``strict_loading = False``), and this callback does the strict check instead: only the
+    base weights may be missing.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.strict_loading = False
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["state_dict"] = strip_base_weights(pl_module, checkpoint["state_dict"])
+        record = codec_record(pl_module)
+        if record is not None:
+            checkpoint[CODEC_KEY] = record
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        check_state_keys(pl_module, checkpoint["state_dict"], where="the resumed checkpoint")

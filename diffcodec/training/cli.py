@@ -1,0 +1,100 @@
+"""``diffcodec fit`` / ``validate`` (LightningCLI over the recipes) and ``diffcodec export``.
+
+A recipe is a LightningCLI YAML (``recipes/<method>/*.yaml``) holding every hyper-parameter: the codec
+(``model``), the data (``data``), the trainer (devices, strategy, precision, steps, loggers, callbacks)
+and, for a later stage, ``init_from`` (checkpoint + frozen modules)::
+
+    diffcodec fit -c recipes/reference/small_cpu.yaml
+    diffcodec fit -c recipes/reference/small_cpu.yaml --trainer.strategy ddp --trainer.devices 4 \\
+        --trainer.num_nodes 2 --trainer.precision bf16-mixed --data.batch_size 8
+    diffcodec fit -c recipes/reference/small_cpu.yaml --ckpt_path runs/reference/checkpoints/last.ckpt
+    diffcodec validate -c recipes/reference/small_cpu.yaml --ckpt_path runs/…/last.ckpt
+    diffcodec export runs/reference/checkpoints/last.ckpt my-codec/
+
+Every run also gets :class:`~diffcodec.training.checkpoint.TrainableCheckpoint` (frozen base weights
+are never written into checkpoints) whatever the recipe says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from diffcodec.training.checkpoint import TrainableCheckpoint
+from diffcodec.training.init import InitFrom
+
+#: The LightningCLI subcommands ``diffcodec`` exposes.
+TRAINER_COMMANDS = ("fit", "validate")
+
+
+class DiffcodecCLI(LightningCLI):
+    """LightningCLI with ``init_from`` (see :mod:`diffcodec.training.init`) and the checkpoint filter."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(InitFrom, "init_from")
+
+
+def make_cli(args: Sequence[str], *, run: bool = True) -> DiffcodecCLI:
+    """Build (and with ``run``, execute) the CLI for ``args`` (``["fit", "-c", "recipe.yaml", …]``)."""
+    args = list(args)
+    return DiffcodecCLI(
+        model_class=L.LightningModule,
+        subclass_mode_model=True,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_data=True,
+        trainer_defaults={"callbacks": [TrainableCheckpoint()]},
+        save_config_kwargs={"overwrite": True},
+        # the process's own command line is passed as None, which LightningCLI expects (no warning)
+        args=None if sys.argv[1:] == args else args,
+        run=run,
+    )
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a Lightning .ckpt written by `diffcodec fit`")
+    parser.add_argument("out_dir", help="folder to write (config.json, model.safetensors, README.md)")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="also upload the folder to this hub repo")
+    parser.add_argument("--private", action="store_true", help="create the hub repo as private")
+
+
+def run_argv(command: str, argv: Sequence[str]) -> int:
+    """Entry point used by ``diffcodec``: ``command`` is ``fit``, ``validate`` or ``export``."""
+    if command in TRAINER_COMMANDS:
+        make_cli([command, *argv])
+        return 0
+    if command == "export":
+        from diffcodec.training.export import export_checkpoint
+        from diffcodec.zoo.hub import CheckpointError
+
+        parser = argparse.ArgumentParser(
+            prog="diffcodec export", description="Turn a training checkpoint into a hub-ready folder."
+        )
+        export_arguments(parser)
+        args = parser.parse_args(list(argv))
+        try:
+            out = export_checkpoint(
+                args.checkpoint, args.out_dir, push_to_hub=args.push_to_hub, private=args.private
+            )
+        except (FileNotFoundError, CheckpointError, TypeError) as error:
+            print(f"diffcodec export: {error}", file=sys.stderr)
+            return 2
+        print(f"exported to {out}; load it with diffcodec.load({str(out)!r})")
+        return 0
+    raise ValueError(f"unknown training command {command!r}; expected one of fit, validate, export")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m diffcodec.training.cli fit|validate|export …`` (what DDP workers re-run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*TRAINER_COMMANDS, "export"):
+        print("usage: python -m diffcodec.training.cli {fit,validate,export} ...", file=sys.stderr)
+        return 2
+    return run_argv(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
