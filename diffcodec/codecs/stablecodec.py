@@ -1,0 +1,1006 @@
+"""StableCodec: one-step diffusion for extreme image compression (Zhang et al., ICCV 2025, arXiv:2506.21977).
+
+::
+
+    x ∈ [−1,1] ─► E_SD (SD-Turbo VAE encoder + LoRA "vae_skip") ─► l (4, /8) ──┐
+      └─(x+1)/2─► E_Aux (ELIC g_a, frozen) ─────────────────────► l₂ (320, /16) ┴─► LatentCodec ──► file
+                                                                                          │
+    x̂ ◄─ D_SD (frozen) ◄─ l₀ + res ◄─ one-step x0 at t=999 ◄─ U-Net + LoRA(l_T, fixed prompt) ◄─ l_T ┘
+                                     ▲                                         (320 ch, /8; conv_in 320→320)
+                                     └──────────── res = D_Aux(ŷ) (4 ch, /8) ◄──────────────────────────┘
+
+The *Deep Compression Latent Codec* (paper §3.2, Eq. 1–2; spec ``stablecodec.md`` §4–§5) codes y at stride 64
+and the hyperprior z at stride 256, with the 4-step quadtree context model and latent residual prediction of
+:mod:`diffcodec.codecs.entropy.quadtree`. The *Dual-Branch Coding Structure* (§3.3) is E_Aux (concatenated
+with the VAE latent inside g_a) and D_Aux (a residual added to the one-step x0 in the scaled latent space).
+The decoder output (paper Eq. 3):  l₀ = (l_T[:, :4] − √(1−ᾱ₉₉₉)·ε) / √ᾱ₉₉₉,  x̂ = D_SD(l₀ + res).
+
+Training (§3.4, spec §8): stage 1 ``λ·R + 2·MSE + LPIPS_VGG + 0.1·L_CLIP`` (λ = 0.5), stage 2 per target λ
+with a DINOv2 discriminator (``+ 0.1·L_adv``).
+
+Where the official code (LuizScarlet/StableCodec) and the paper or plain correctness disagree, diffcodec
+follows the paper / does it right (spec §13):
+
+- **No TF32.** The official code enables TF32 globally as an import side effect; diffcodec never sets
+  global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice under
+  :func:`~diffcodec.codecs.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
+  so that a file decodes identically on another machine (spec §13.6).
+- **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, spec §3 step 8):
+  diffcodec's image I/O rounds to the nearest level, which is what "reconstruction" means.
+- **Colour-fix statistics are in the file.** The paper counts the six 16-bit AdaIN statistics as side
+  information; the official code recomputes them from the original at decode time. Here they are written
+  as a side field (spec §10.4), so the reported rate counts them and the decoder needs nothing else.
+- **Stage-2 discriminator update without generator gradients.** The official loop leaves the generator's
+  adversarial gradients in the discriminator heads before their first step (spec §8.3); here the
+  generator pass does not reach them, and the discriminator takes one step on its real + fake loss per
+  update (the official two steps mix both terms under gradient accumulation anyway).
+- **The original size is in the file** (the official decoder takes it from the original image).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from enum import IntEnum
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from diffcodec.bitstream import Bitstream, DecodeError
+from diffcodec.codecs.backbone import (
+    DEFAULT_PROMPT,
+    FixedPrompt,
+    OneStepBackbone,
+    load_component,
+    tiny_configs,
+)
+from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.blocks import (
+    LRP,
+    BasicBlock,
+    Downsample,
+    HyperAnalysis,
+    HyperSynthesis,
+    Upsample,
+    conv3x3,
+)
+from diffcodec.codecs.elic import ELICAnalysisTransform
+from diffcodec.codecs.entropy.factorized import EntropyBottleneck
+from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
+from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
+from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
+from diffcodec.imageio import ImageLike, to_pil, to_tensor
+from diffcodec.training.accumulation import GradientAccumulation
+
+__all__ = [
+    "BASE_MODEL",
+    "OFFICIAL_CODEC_KEY_PREFIXES",
+    "OFFICIAL_LAMBDAS",
+    "SMALL_ELIC",
+    "SMALL_LATENT_CODEC",
+    "AnalysisTransform",
+    "AuxDecoder",
+    "CLIPLoss",
+    "DINOv2Discriminator",
+    "LPIPSLoss",
+    "LatentCodec",
+    "SideField",
+    "StableCodec",
+    "SynthesisTransform",
+    "adain_color_fix",
+    "color_statistics",
+    "diff_augment",
+    "small_backbone_config",
+]
+
+
+# ---------------------------------------------------------------------------------------------- latent codec
+class AnalysisTransform(nn.Module):
+    """g_a (spec §4.2): fuses the SD latent (stride 8) and the ELIC feature (stride 16) into y (stride 64).
+
+    ``pre1`` = Downsample(4 → a) on the SD latent, ``pre2`` = Conv3×3(320 → b) on the ELIC feature (paper
+    Fig. 3: "DownSample block and Conv3×3 as adapters"); their concatenation (a + b = N) then goes through
+    BasicBlock(N) → Downsample(N → N₂) → BasicBlock(N₂) → Downsample(N₂ → M) → BasicBlock(M).
+    Full size: a, b, N₂, M = 128, 64, 256, 320.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 320,
+        sd_channels: int = 4,
+        aux_channels: int = 320,
+        pre_channels: tuple[int, int] = (128, 64),
+        mid_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        n = sum(pre_channels)
+        self.pre1 = Downsample(sd_channels, pre_channels[0])
+        self.pre2 = conv3x3(aux_channels, pre_channels[1])
+        self.analysis_transform = nn.Sequential(
+            BasicBlock(n),
+            Downsample(n, mid_channels),
+            BasicBlock(mid_channels),
+            Downsample(mid_channels, latent_channels),
+            BasicBlock(latent_channels),
+        )
+
+    def forward(self, latent: Tensor, latent2: Tensor) -> Tensor:
+        return self.analysis_transform(torch.cat((self.pre1(latent), self.pre2(latent2)), dim=1))
+
+
+class SynthesisTransform(nn.Module):
+    """g_s (spec §4.2): 3 × [BasicBlock(M), Upsample(M → M)], ŷ (stride 64) → l_T (M channels, stride 8)."""
+
+    def __init__(self, latent_channels: int = 320) -> None:
+        super().__init__()
+        m = latent_channels
+        self.synthesis_transform = nn.Sequential(
+            *(layer for _ in range(3) for layer in (BasicBlock(m), Upsample(m, m)))
+        )
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        return self.synthesis_transform(y_hat)
+
+
+class AuxDecoder(nn.Module):
+    """D_Aux (paper §3.3, spec §4.2): ŷ → a 4-channel residual in the scaled SD latent space (stride 8).
+
+    BasicBlock(M) → Upsample(M → c₁) → BasicBlock(c₁) → Upsample(c₁ → c₂) → BasicBlock(c₂) → Upsample(c₂ → 4);
+    full size c₁, c₂ = 256, 192. "Shares a similar structure with g_s" (paper Fig. 3).
+    """
+
+    def __init__(
+        self, latent_channels: int = 320, channels: tuple[int, int] = (256, 192), out_channels: int = 4
+    ) -> None:
+        super().__init__()
+        c0, (c1, c2) = latent_channels, channels
+        self.block = nn.Sequential(
+            BasicBlock(c0),
+            Upsample(c0, c1),
+            BasicBlock(c1),
+            Upsample(c1, c2),
+            BasicBlock(c2),
+            Upsample(c2, out_channels),
+        )
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        return self.block(y_hat)
+
+
+#: Official ``state_dict_codec`` key prefixes → diffcodec's (the quadtree parts live in ``context_model``).
+OFFICIAL_CODEC_KEY_PREFIXES: dict[str, str] = {
+    "adapter_in.": "context_model.entropy_parameters.adapter_in.",
+    "g_c.": "context_model.entropy_parameters.g_c.",
+    "adapter_out.": "context_model.entropy_parameters.adapter_out.",
+    "LRP.": "context_model.lrp.",
+    "gaussian_conditional.": "context_model.gaussian_conditional.",
+}
+
+
+#: Widths of a small :class:`LatentCodec` of the same classes (~1/200 of the parameters): tests, CPU runs.
+SMALL_LATENT_CODEC: dict[str, Any] = {
+    "latent_channels": 32, "hyper_channels": 16, "context_channels": 48, "context_blocks": 1,
+    "aux_channels": 32, "pre_channels": (16, 8), "mid_channels": 24, "aux_decoder_channels": (24, 16),
+}  # fmt: skip
+#: A small ELIC g_a matching :data:`SMALL_LATENT_CODEC` (M = its ``aux_channels``).
+SMALL_ELIC: dict[str, int] = {"N": 16, "M": 32}
+
+
+_LEGACY_BOTTLENECK_KEY = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
+_LEGACY_LISTS = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
+
+
+class LatentCodec(nn.Module):
+    """Deep Compression Latent Codec (paper §3.2; spec §4–§5): 74,081,088 parameters at full size.
+
+    ::
+
+        latent (4, /8), latent2 (320, /16) ─g_a─► y (M, /64) ─h_a─► z (Z, /256) ─EntropyBottleneck─► ẑ
+                                                  │                                                    │
+                                                  └──► 4-step quadtree (μ_k, σ_k, LRP_k) ◄── h_s(ẑ) ◄──┘
+                                                                 │
+                                   l_T = g_s(ŷ) (M, /8), res = aux(ŷ) (4, /8) ◄── ŷ
+
+    Args:
+        latent_channels: M, channels of y (320); also the channels of l_T.
+        hyper_channels: Z, channels of z (160).
+        context_channels: width of the shared context network g_c (960).
+        context_blocks: BasicBlocks in g_c (4).
+        sd_channels / aux_channels: channels of the SD latent (4) and of the ELIC feature (320).
+        pre_channels / mid_channels: widths inside g_a (see :class:`AnalysisTransform`).
+        aux_decoder_channels: widths inside D_Aux (see :class:`AuxDecoder`).
+
+    State-dict keys are the official ones except the quadtree parts, which live under ``context_model``
+    (see :data:`OFFICIAL_CODEC_KEY_PREFIXES` and :meth:`load_official_state_dict`).
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 320,
+        hyper_channels: int = 160,
+        context_channels: int = 960,
+        context_blocks: int = 4,
+        sd_channels: int = 4,
+        aux_channels: int = 320,
+        pre_channels: tuple[int, int] = (128, 64),
+        mid_channels: int = 256,
+        aux_decoder_channels: tuple[int, int] = (256, 192),
+    ) -> None:
+        super().__init__()
+        m = latent_channels
+        self.latent_channels = m
+        self.g_a = AnalysisTransform(m, sd_channels, aux_channels, tuple(pre_channels), mid_channels)
+        self.g_s = SynthesisTransform(m)
+        self.h_a = HyperAnalysis(m, hyper_channels)
+        self.h_s = HyperSynthesis(m, hyper_channels)
+        self.aux = AuxDecoder(m, tuple(aux_decoder_channels), sd_channels)
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.context_model = QuadtreeContextModel(
+            SharedContextParameters(m, context_channels, context_blocks),
+            lrp=[LRP(2 * m, m) for _ in range(4)],
+            gaussian_conditional=GaussianConditional(None),
+        )
+
+    @property
+    def gaussian_conditional(self) -> GaussianConditional:
+        return self.context_model.gaussian_conditional
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, latent: Tensor, latent2: Tensor) -> dict[str, Any]:
+        """Differentiable pass (spec §5.4–§5.5): noisy likelihoods in training, rounded ones in eval.
+
+        Returns ``y``, ``z``, ``z_hat``, ``params`` (= h_s(ẑ)), ``y_hat``, ``means``, ``scales``
+        (gathered over the four steps), ``likelihoods`` {"y", "z"}, ``l_T`` and ``res``.
+        """
+        y = self.g_a(latent, latent2)
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        params = self.h_s(z_hat)
+        out = self.context_model(y, params)
+        y_hat = out["y_hat"]
+        return {
+            "y": y, "z": z, "z_hat": z_hat, "params": params, "y_hat": y_hat,
+            "means": out["means"], "scales": out["scales"],
+            "likelihoods": {"y": out["likelihoods"]["y"], "z": z_likelihoods},
+            "l_T": self.g_s(y_hat), "res": self.aux(y_hat),
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ real coding
+    def update(self, force: bool = False) -> bool:
+        """Build the integer CDF tables (CompressAI's ``update``): the EntropyBottleneck from its stored
+        quantiles (never re-fitted, spec §5.1) and the Gaussian with the ELIC/Ballé 64-entry scale table."""
+        updated = self.entropy_bottleneck.update(force=force)
+        gaussian = self.gaussian_conditional
+        if gaussian.scale_table.numel() == 0 or force:
+            updated |= gaussian.update_scale_table(get_scale_table(), force=True)
+        else:
+            updated |= gaussian.update(force=force)
+        return updated
+
+    def compress(self, latent: Tensor, latent2: Tensor) -> dict[str, Any]:
+        """``{"strings": [y_strings, z_strings], "shape": z grid, "y_hat": ŷ}`` (a string per image)."""
+        y = self.g_a(latent, latent2)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        with strict_fp32():  # the entropy parameters must be reproducible on any GPU
+            params = self.h_s(z_hat)
+        out = self.context_model.compress(y, params)
+        return {
+            "strings": [out["strings"][0], z_strings],
+            "shape": tuple(z.shape[-2:]),
+            "y_hat": out["y_hat"],
+        }
+
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict[str, Tensor]:
+        """ŷ, l_T and res from :meth:`compress`'s strings and the z grid ``shape`` (the y grid is 4× it)."""
+        if len(strings) != 2:
+            raise ValueError(f"expected [y_strings, z_strings], got {len(strings)} lists")
+        y_strings, z_strings = strings
+        z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
+        with strict_fp32():
+            params = self.h_s(z_hat)
+        y_hat = self.context_model.decompress([y_strings], params.shape[-2:], params)["y_hat"]
+        return {"y_hat": y_hat, "l_T": self.g_s(y_hat), "res": self.aux(y_hat)}
+
+    # ------------------------------------------------------------------ official checkpoints
+    @staticmethod
+    def official_to_diffcodec_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Rename an official ``state_dict_codec`` to this class's keys: the quadtree parts move under
+        ``context_model`` and the EntropyBottleneck names of compressai ≤ 1.2.6 (``_matrix0`` …) become
+        ≥ 1.2.7's (``matrices.0`` …; spec §5.1, the cause of LuizScarlet/StableCodec issue #5)."""
+        renamed: dict[str, Tensor] = {}
+        for key, value in state_dict.items():
+            for old, new in OFFICIAL_CODEC_KEY_PREFIXES.items():
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+                    break
+            legacy = _LEGACY_BOTTLENECK_KEY.match(key)
+            if legacy is not None:
+                key = f"entropy_bottleneck.{_LEGACY_LISTS[legacy.group(1)]}.{int(legacy.group(2))}"
+            if key in renamed:
+                raise KeyError(f"{key} appears twice in the official state dict (old and new names)")
+            renamed[key] = value
+        return renamed
+
+    def load_official_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load an official ``state_dict_codec`` strictly (any missing or unexpected key raises)."""
+        self.load_state_dict(self.official_to_diffcodec_keys(state_dict), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------- colour fix
+class SideField(IntEnum):
+    """Side-information keys of a StableCodec file."""
+
+    COLOR_STATS = 0  #: uint16 (6,): the original's per-channel mean (3) and std (3), 16-bit (spec §10.4)
+
+
+def color_statistics(x: Tensor) -> Tensor:
+    """Per-channel mean and std of a (1, 3, H, W) image in [0, 1], quantised to 16 bits (spec §10.4).
+
+    std = √(unbiased var + 1e-5); q(v) = round(v·65535) (half to even). Returns 6 int values (μ_RGB, s_RGB).
+    """
+    if x.dim() != 4 or x.shape[:2] != (1, 3):
+        raise ValueError(f"colour statistics need a (1, 3, H, W) image, got {tuple(x.shape)}")
+    flat = x[0].reshape(3, -1).double()
+    mean = flat.mean(dim=1)
+    std = (
+        (flat.var(dim=1, unbiased=True) + 1e-5).sqrt()
+        if flat.shape[1] > 1
+        else flat.new_full((3,), 1e-5**0.5)
+    )
+    return torch.round(torch.cat((mean, std)).clamp(0, 1) * 65535).to(torch.int64)
+
+
+def adain_color_fix(x_hat: Tensor, target_stats: Tensor) -> Tensor:
+    """AdaIN colour fix (StableCodec ``--color_fix``, spec §10.4): give x̂ the original's channel statistics.
+
+    ``(x̂ − q(μ_x̂)) / q(s_x̂) · q(s_x) + q(μ_x)``, clamped to [0, 1]; both sets of statistics are the 16-bit
+    quantised ones, so encoder and decoder agree. x̂ is taken on the 8-bit grid first, as the official code.
+    """
+    recon = x_hat.clamp(0, 1).mul(255).round().div(255)
+    own = color_statistics(recon).to(torch.float64) / 65535
+    target = target_stats.to(torch.float64) / 65535
+    mean_r, std_r = own[:3].view(1, 3, 1, 1), own[3:].view(1, 3, 1, 1)
+    mean_o, std_o = target[:3].view(1, 3, 1, 1), target[3:].view(1, 3, 1, 1)
+    fixed = (recon.double() - mean_r) / std_r.clamp_min(1 / 65535) * std_o + mean_o
+    return fixed.clamp(0, 1).to(x_hat.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- rungs
+_UNET_ADAPTER = "default"  # the official adapter names: state-dict keys ….lora_A.default.weight
+_VAE_ADAPTER = "vae_skip"
+BASE_MODEL = "stabilityai/sd-turbo"
+BASE_LICENCE = "other (Stability AI Community License)"
+#: λ_target of the nine official fine-tuned models, in ascending rate order (``stablecodec_ft{λ}.pkl``).
+OFFICIAL_LAMBDAS: tuple[float, ...] = (32, 24, 16, 12, 8, 6, 4, 3, 2)
+
+
+def small_backbone_config(cross_attention_dim: int = 32) -> dict[str, dict[str, Any]]:
+    """A tiny random-init SD-Turbo-like backbone (epsilon prediction) for tests and CPU runs."""
+    return tiny_configs(cross_attention_dim=cross_attention_dim, prediction_type="epsilon")
+
+
+class StableCodec(Codec):
+    """StableCodec (see the module docstring): E_SD + E_Aux → latent codec → one-step SD-Turbo decoder.
+
+    One rung per λ (per-λ models, paper §4.1). All rungs share the frozen SD-Turbo weights, ELIC g_a and the
+    prompt embedding; each rung has its own latent codec, U-Net LoRA + conv_in and VAE-encoder LoRA, which
+    :meth:`_activate_rung` swaps in (inactive rungs are kept on the CPU). A checkpoint stores the active rung
+    under the module keys and the others under ``rungs.{r}.…``.
+
+    Args:
+        name: model identifier (its 8-bit tag is written into every file).
+        lambdas: λ of each rung (the rate weight of its training loss), in ascending *rate* order.
+        rates: nominal bpp of each rung (ascending); default: one placeholder rate per rung, 0.01·(r+1).
+        latent_codec: :class:`LatentCodec` arguments (``None``: full size; :data:`SMALL_LATENT_CODEC`).
+        elic: :class:`~diffcodec.codecs.elic.ELICAnalysisTransform` arguments (N, M); M must equal the
+            latent codec's ``aux_channels``.
+        elic_checkpoint: ``elic_official.pth`` to load E_Aux from (training from scratch); checkpoints
+            of this class carry E_Aux themselves.
+        backbone: configs of a random-init backbone (``vae_config``, ``unet_config``, ``scheduler_config``;
+            see :func:`small_backbone_config`), used when ``base_model`` is None. Its prompt embedding is a
+            seeded random tensor (no text encoder needed).
+        base_model, base_revision: SD-Turbo's hub id (or a local diffusers folder) and revision.
+        encode_prompt: encode the fixed prompt with the base model's text encoder at construction; False
+            leaves a placeholder that a checkpoint must fill (diffcodec checkpoints store the embedding).
+        prompt: the fixed prompt (spec §6.3).
+        unet_lora_rank, vae_lora_rank, lora_alpha: adapters (32 and 16, alpha 8 → scaling 0.25 / 0.5).
+        timestep: the one-step timestep (999).
+        color_fix: write the original's 16-bit colour statistics into every file; the decoder then applies
+            the AdaIN colour fix (spec §10.4; recommended for tiled high-resolution images).
+        stage: 0 inference, 1 base training (λ·R + D), 2 per-λ fine-tuning with the DINOv2 discriminator.
+        Training: mse_weight (2), lpips_weight (1), clip_weight (0.1), adversarial_weight (0.1),
+            adversarial_target (0.8), learning_rate, discriminator_learning_rate, weight_decay, gradient_clip,
+            accumulate_grad_batches, clip_model / discriminator_model (hub id, folder, or a config dict for a
+            random-init model), diffaugment.
+    """
+
+    method = "stablecodec"
+    pad_multiple = 256
+    pad_mode = "reflect"
+    paper = "StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025)"
+    paper_url = "https://arxiv.org/abs/2506.21977"
+    licence = "mit"
+
+    def __init__(
+        self,
+        *,
+        name: str = "stablecodec",
+        lambdas: Sequence[float] = (0.5,),
+        rates: Sequence[float] | None = None,
+        latent_codec: Mapping[str, Any] | None = None,
+        elic: Mapping[str, int] | None = None,
+        elic_checkpoint: str | None = None,
+        backbone: Mapping[str, Any] | None = None,
+        base_model: str | None = None,
+        base_revision: str | None = None,
+        encode_prompt: bool = True,
+        prompt: str = DEFAULT_PROMPT,
+        unet_lora_rank: int = 32,
+        vae_lora_rank: int = 16,
+        lora_alpha: float = 8.0,
+        timestep: int = 999,
+        color_fix: bool = False,
+        stage: int = 0,
+        mse_weight: float = 2.0,
+        lpips_weight: float = 1.0,
+        clip_weight: float = 0.1,
+        adversarial_weight: float = 0.1,
+        adversarial_target: float = 0.8,
+        learning_rate: float = 1e-4,
+        discriminator_learning_rate: float = 2e-5,
+        weight_decay: float = 1e-2,
+        gradient_clip: float = 1.0,
+        accumulate_grad_batches: int = 1,
+        clip_model: str | Mapping[str, Any] | None = "openai/clip-vit-base-patch32",
+        discriminator_model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
+        diffaugment: str = "color,translation,cutout",
+    ) -> None:
+        super().__init__()
+        if stage not in (0, 1, 2):
+            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
+        lambdas = tuple(float(v) for v in lambdas)
+        if not lambdas or any(not v > 0 for v in lambdas):
+            raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {list(lambdas)}")
+        rates = (
+            tuple(float(r) for r in rates)
+            if rates is not None
+            else tuple(0.01 * (i + 1) for i in range(len(lambdas)))
+        )
+        if len(rates) != len(lambdas) or list(rates) != sorted(rates) or any(r <= 0 for r in rates):
+            raise ValueError(
+                f"rates must be positive, ascending and one per λ; got {list(rates)} for {list(lambdas)}"
+            )
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._name = name
+        self._rates = rates
+        self.lambdas = lambdas
+        self.stage = stage
+        self.accumulation = GradientAccumulation(accumulate_grad_batches)
+
+        codec_args = dict(latent_codec or {})
+        self.latent_codec = LatentCodec(**codec_args)
+        elic_args = dict(elic or {})
+        self.aux_encoder = ELICAnalysisTransform(**elic_args)
+        if elic_checkpoint is not None:
+            self.aux_encoder.load_official_state_dict(
+                torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
+            )
+        self.aux_encoder.eval().requires_grad_(False)
+        if self.aux_encoder.analysis_transform[-2].out_channels != codec_args.get("aux_channels", 320):
+            raise ValueError("ELIC's M must equal the latent codec's aux_channels")
+
+        m = self.latent_codec.latent_channels
+        if base_model is not None:
+            self.backbone = OneStepBackbone.from_pretrained(
+                base_model, base_revision, conditioning="prompt", prompt=prompt, encode_prompt=encode_prompt,
+                conv_in_channels=m, timestep=timestep,
+            )  # fmt: skip
+        else:
+            configs = dict(backbone or small_backbone_config())
+            generator = torch.Generator().manual_seed(0)
+            dim = int(configs["unet_config"]["cross_attention_dim"])
+            embedding = FixedPrompt(torch.randn(1, 77, dim, generator=generator), prompt)
+            self.backbone = OneStepBackbone.from_config(
+                **configs, conditioning=embedding, conv_in_channels=m, timestep=timestep, persist_base=True
+            )
+        if self.backbone.latent_channels != codec_args.get("sd_channels", 4):
+            raise ValueError("the VAE's latent channels must equal the latent codec's sd_channels")
+        self.backbone.add_lora(_UNET_ADAPTER, STABLECODEC_UNET_TARGETS, rank=unet_lora_rank, alpha=lora_alpha)
+        self.backbone.add_lora(
+            _VAE_ADAPTER, STABLECODEC_VAE_ENCODER_TARGETS, rank=vae_lora_rank, alpha=lora_alpha, on="vae"
+        )
+        self._bank: list[dict[str, Tensor] | None] = [None] * len(lambdas)  # inactive rungs, on the CPU
+        self.register_state_dict_post_hook(_write_rungs)
+        self.register_load_state_dict_pre_hook(_read_rungs)
+        self._losses: dict[str, nn.Module] = {}  # LPIPS / CLIP, built on first use, not in the state dict
+        self.discriminator: DINOv2Discriminator | None = None
+        if stage == 2 and adversarial_weight > 0:
+            self.discriminator = DINOv2Discriminator(discriminator_model, policy=diffaugment)
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def rates(self) -> tuple[float, ...]:
+        return self._rates
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    def base_model_ref(self) -> BaseModelRef | None:
+        base = self.hparams.get("base_model")
+        return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.vae.", "backbone.unet.", "discriminator.backbone.")
+
+    # ------------------------------------------------------------------ per-rung weights
+    def is_rung_key(self, key: str) -> bool:
+        """Whether state-dict entry ``key`` is one rung's own weight: the latent codec, the U-Net LoRA and
+        conv_in, the VAE-encoder LoRA (not the frozen base, the prompt embedding or ELIC)."""
+        if key.startswith("latent_codec."):
+            return True
+        if not key.startswith("backbone."):
+            return False
+        key = key[len("backbone.") :]
+        return not key.startswith("conditioning.") and not self.backbone.is_base_key(key)
+
+    def rung_state_dict(self) -> dict[str, Tensor]:
+        """The active rung's own weights (module keys)."""
+        state = {"latent_codec." + k: v for k, v in self.latent_codec.state_dict().items()}
+        state.update({"backbone." + k: v for k, v in self.backbone.state_dict().items()})
+        return {k: v for k, v in state.items() if self.is_rung_key(k)}
+
+    def load_rung_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Load :meth:`rung_state_dict` output into the active rung (the latent codec strictly)."""
+        self.latent_codec.load_state_dict(
+            {k[len("latent_codec.") :]: v for k, v in state.items() if k.startswith("latent_codec.")},
+            strict=True,
+        )
+        self.backbone.load_state_dict(
+            {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False
+        )
+
+    def _activate_rung(self, rung: int) -> None:
+        """Swap the per-λ weights: the active rung goes to the CPU bank, ``rung`` comes in (a rung never
+        loaded keeps the weights it was built with, i.e. a copy of the active ones)."""
+        current = {k: v.detach().to("cpu", copy=True) for k, v in self.rung_state_dict().items()}
+        incoming = self._bank[rung]
+        self._bank[self._rung] = current
+        self._bank[rung] = None
+        if incoming is not None:
+            self.load_rung_state_dict(incoming)
+
+    # ------------------------------------------------------------------ the pipeline
+    def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(E_SD latent ×0.18215, E_Aux feature) of x ∈ [0, 1] (spec §2 steps 3–4; tiled VAE if large)."""
+        latent = self.backbone.encode(x * 2 - 1)
+        with torch.no_grad():
+            latent2 = self.aux_encoder(x)
+        return latent, latent2
+
+    def synthesize(self, l_t: Tensor, res: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂ ∈ [0, 1], l₀) from l_T and the D_Aux residual: one U-Net step at t = 999 on l_T (latent-tiled
+        when large), x0 from l_T[:, :4] (paper Eq. 3), + res, frozen VAE decoder, clamp (spec §3, 3–7)."""
+        l_0 = self.backbone.denoise(l_t)
+        x_hat = self.backbone.decode(l_0 + res).add(1).div(2)
+        return x_hat, l_0
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Training path on x (B, 3, H, W) ∈ [0, 1], H and W multiples of 256 (noise proxy in training)."""
+        if (
+            x.dim() != 4
+            or x.shape[1] != 3
+            or x.shape[-2] % self.pad_multiple
+            or x.shape[-1] % self.pad_multiple
+        ):
+            raise ValueError(
+                f"forward needs (B, 3, H, W) with H, W multiples of {self.pad_multiple}, got {tuple(x.shape)}"
+            )
+        latent, latent2 = self.encode_latents(x)
+        out = self.latent_codec(latent, latent2)
+        x_hat, l_0 = self.synthesize(out["l_T"], out["res"])
+        return CodecOutput(
+            x_hat=x_hat, likelihoods=out["likelihoods"], aux={**out, "latent": latent, "l_0": l_0}
+        )
+
+    # ------------------------------------------------------------------ real coding
+    def _prepare_for_coding(self) -> None:
+        self.latent_codec.update(force=False)
+
+    def _compress(self, x: Tensor, rung: int) -> EncodedImage:
+        latent, latent2 = self.encode_latents(x)
+        out = self.latent_codec.compress(latent, latent2)
+        (y_string,), (z_string,) = out["strings"]
+        return EncodedImage(streams=[z_string, y_string])
+
+    def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> Tensor:
+        if len(encoded.streams) != 2:
+            raise DecodeError(f"a StableCodec file has 2 streams (z, y), found {len(encoded.streams)}")
+        z_string, y_string = encoded.streams
+        grid = (padded_size[0] // self.pad_multiple, padded_size[1] // self.pad_multiple)
+        out = self.latent_codec.decompress([[y_string], [z_string]], grid)
+        return self.synthesize(out["l_T"], out["res"])[0]
+
+    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
+        """:meth:`Codec.compress`, plus the original's colour statistics when built with ``color_fix``."""
+        stream = super().compress(image, quality=quality, bpp=bpp)
+        if self.hparams.color_fix:
+            stats = color_statistics(to_tensor(image)).numpy().astype(np.uint16)
+            stream = Bitstream(
+                model_tag=stream.model_tag, rung=stream.rung, height=stream.height, width=stream.width,
+                side={**stream.side, SideField.COLOR_STATS: stats}, streams=stream.streams,
+            )  # fmt: skip
+        return stream
+
+    def decompress(
+        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
+    ) -> Image.Image | Tensor:
+        """:meth:`Codec.decompress`, then the AdaIN colour fix if the file carries colour statistics."""
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream))
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream)
+        if output not in ("pil", "tensor"):
+            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        x_hat = super().decompress(stream, output="tensor")
+        stats = stream.side.get(SideField.COLOR_STATS)
+        if stats is not None:
+            if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
+                raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
+            with torch.no_grad():
+                x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
+        return to_pil(x_hat) if output == "pil" else x_hat
+
+    # ------------------------------------------------------------------ training
+    def _loss_network(self, name: str) -> nn.Module:
+        if name not in self._losses:
+            hp = self.hparams
+            self._losses[name] = LPIPSLoss("vgg") if name == "lpips" else CLIPLoss(hp.clip_model)
+        return self._losses[name].to(self.device)
+
+    def generator_terms(self, x: Tensor) -> dict[str, Tensor]:
+        """λ·R + D (+ β·L_adv in stage 2) on x ∈ [0, 1] at the active rung (paper Eq. 5–7, spec §8.1).
+
+        R = bpp_y + bpp_z from the noisy likelihoods over the batch's pixel count; D = 2·MSE + LPIPS_VGG +
+        0.1·L_CLIP on images in [−1, 1]; L_adv = BCE(D(x̂), 0.8) (the official generator target).
+        """
+        hp = self.hparams
+        out = self(x)
+        bpp = out.bpp(x.shape[-2] * x.shape[-1]).mean()
+        ref, rec = x * 2 - 1, out.x_hat * 2 - 1
+        terms = {"bpp": bpp, "mse": F.mse_loss(rec, ref)}
+        loss = self.lambdas[self.quality] * bpp + hp.mse_weight * terms["mse"]
+        if hp.lpips_weight:
+            terms["lpips"] = self._loss_network("lpips")(rec, ref)
+            loss = loss + hp.lpips_weight * terms["lpips"]
+        if hp.clip_weight:
+            terms["clip"] = self._loss_network("clip")(rec, ref)
+            loss = loss + hp.clip_weight * terms["clip"]
+        if self.stage == 2 and self.discriminator is not None:
+            terms["adversarial"] = self.discriminator.loss(self.discriminator(rec), hp.adversarial_target)
+            loss = loss + hp.adversarial_weight * terms["adversarial"]
+        terms["loss"] = loss
+        terms["x_hat"] = out.x_hat
+        return terms
+
+    def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        """One micro-batch of stage 1 or 2, manual optimisation with gradient accumulation (spec §8).
+
+        Stage 2 then updates the discriminator on 0.1·[BCE(D(x), 0.8) + BCE(D(x̂.detach()), 0)]; the
+        generator pass leaves no gradient in it (the official loop leaks one, spec §8.3), and real and fake
+        terms share one optimiser step per accumulation group (the official code steps twice, which under
+        accumulation mixes the two terms anyway).
+        """
+        if self.stage == 0:
+            raise RuntimeError(
+                "this StableCodec was built with stage=0 (inference); set stage to 1 or 2 to train"
+            )
+        hp = self.hparams
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        optimizers = self.optimizers()
+        opt_g, opt_d = optimizers if isinstance(optimizers, (list, tuple)) else (optimizers, None)
+        if opt_d is not None:
+            self.toggle_optimizer(opt_g)  # discriminator parameters: requires_grad False for this pass
+        terms = self.generator_terms(x)
+        self.accumulation.backward(self, terms["loss"], batch_idx)
+        self.accumulation.step(self, opt_g, batch_idx, clip_norm=hp.gradient_clip)
+        logs = {f"train/{k}": v.detach() for k, v in terms.items() if v.ndim == 0}
+        if opt_d is not None:
+            self.untoggle_optimizer(opt_g)
+            self.toggle_optimizer(opt_d)
+            real = self.discriminator.loss(self.discriminator(x * 2 - 1), hp.adversarial_target)
+            fake = self.discriminator.loss(self.discriminator(terms["x_hat"].detach() * 2 - 1), 0.0)
+            d_loss = hp.adversarial_weight * (real + fake)
+            self.accumulation.backward(self, d_loss, batch_idx)
+            self.accumulation.step(self, opt_d, batch_idx, clip_norm=hp.gradient_clip)
+            self.untoggle_optimizer(opt_d)
+            logs |= {"train/d_real": real.detach(), "train/d_fake": fake.detach()}
+        self.log_dict(logs, prog_bar=False)
+        return terms["loss"].detach()
+
+    def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
+        """Forward pass in eval mode: likelihood bpp (rounded latents) and PSNR of the active rung."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out = self(x)
+        mse = F.mse_loss(out.x_hat.clamp(0, 1), x)
+        logs = {"val/bpp": out.bpp(x.shape[-2] * x.shape[-1]).mean(), "val/psnr": -10 * torch.log10(mse)}
+        self.log_dict(logs, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (0.9, 0.999), eps 1e-8, weight decay 1e-2 over the latent codec, the U-Net LoRA + conv_in
+        and the VAE-encoder LoRA (spec §8.1); stage 2 adds the discriminator heads' AdamW."""
+        hp = self.hparams
+        if self.stage == 0:
+            raise RuntimeError(
+                "this StableCodec was built with stage=0 (inference); set stage to 1 or 2 to train"
+            )
+        params = [*self.latent_codec.parameters(), *self.backbone.trainable_parameters()]
+        generator = torch.optim.AdamW(
+            params, lr=hp.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=hp.weight_decay
+        )
+        if self.discriminator is None:
+            return generator
+        heads = [p for p in self.discriminator.parameters() if p.requires_grad]
+        discriminator = torch.optim.AdamW(
+            heads,
+            lr=hp.discriminator_learning_rate,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=hp.weight_decay,
+        )
+        return [generator, discriminator]
+
+
+def _write_rungs(module: StableCodec, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """state_dict post-hook: the inactive rungs under ``rungs.{r}.`` and the active rung's index."""
+    state_dict[prefix + "active_rung"] = torch.tensor(module.quality, dtype=torch.int64)
+    active = {k[len(prefix) :]: v for k, v in state_dict.items() if module.is_rung_key(k[len(prefix) :])}
+    for rung, bank in enumerate(module._bank):
+        if rung != module.quality:
+            for key, value in (bank if bank is not None else active).items():
+                state_dict[f"{prefix}rungs.{rung}.{key}"] = value
+
+
+def _read_rungs(module: StableCodec, state_dict: dict, prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: ``rungs.{r}.`` entries go to the bank; the module keys are the rung
+    ``active_rung`` of the checkpoint (the active one when absent)."""
+    error_msgs = args[-1]
+    active = state_dict.pop(prefix + "active_rung", None)
+    banks: dict[int, dict[str, Tensor]] = {}
+    for key in [k for k in state_dict if k.startswith(prefix + "rungs.")]:
+        rung, _, name = key[len(prefix) + len("rungs.") :].partition(".")
+        if not rung.isdigit() or int(rung) >= module.num_rungs:
+            error_msgs.append(f"{key}: rung {rung} is not on this {module.num_rungs}-rung ladder")
+            continue
+        banks.setdefault(int(rung), {})[name] = state_dict.pop(key)
+    rung = module.quality if active is None else int(active)
+    if not 0 <= rung < module.num_rungs:
+        error_msgs.append(f"{prefix}active_rung = {rung} is not on this {module.num_rungs}-rung ladder")
+        return
+    module._bank = [None if r == rung else banks.get(r) for r in range(module.num_rungs)]
+    module._rung = rung
+
+
+# ---------------------------------------------------------------------------------------------- losses
+class LPIPSLoss(nn.Module):
+    """LPIPS v0.1 (Zhang et al., CVPR 2018) as a differentiable loss on images in [−1, 1] (batch mean).
+
+    The reference ``lpips`` package with the offline ImageNet trunk of :mod:`diffcodec.eval.backbones`
+    (StableCodec: ``lpips.LPIPS(net='vgg')``, spec §8.1). Frozen.
+    """
+
+    def __init__(self, net: Literal["alex", "vgg"] = "vgg") -> None:
+        super().__init__()
+        import lpips
+
+        from diffcodec.eval.backbones import load_conv_weights
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        load_conv_weights(self.model.net, "alexnet" if net == "alex" else "vgg16")
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LPIPSLoss:
+        return super().train(False)
+
+    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return self.model(x_hat, x, normalize=False).mean()
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class CLIPLoss(nn.Module):
+    """‖ê(x) − ê(x̂)‖₂ between L2-normalised CLIP image embeddings, batch mean (StableCodec ``CLIPLoss``).
+
+    Preprocessing as the official (spec §8.1): (v + 1)/2 → resize the shorter side to 224 (bilinear, no
+    antialias) → centre crop 224 → CLIP normalisation. ``model``: a hub id or folder of a
+    ``CLIPVisionModelWithProjection`` (``openai/clip-vit-base-patch32``), or a config dict (random init).
+    """
+
+    def __init__(
+        self, model: str | Mapping[str, Any] = "openai/clip-vit-base-patch32", size: int = 224
+    ) -> None:
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        if isinstance(model, Mapping):
+            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**model))
+        else:
+            self.model = load_component(CLIPVisionModelWithProjection.from_pretrained, model, "")
+        self.size = int(model.get("image_size", size)) if isinstance(model, Mapping) else size
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> CLIPLoss:
+        return super().train(False)
+
+    def embed(self, x: Tensor) -> Tensor:
+        x = (x + 1) / 2
+        h, w = x.shape[-2:]
+        short = min(h, w)
+        size = (
+            (self.size, max(self.size, int(self.size * w / short)))
+            if h <= w
+            else (int(self.size * h / short), self.size)
+        )
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
+        x = x[..., top : top + self.size, left : left + self.size]
+        embeds = self.model(pixel_values=(x - self.mean) / self.std).image_embeds
+        return F.normalize(embeds, dim=-1)
+
+    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = self.embed(x)
+        return (self.embed(x_hat) - target).norm(dim=-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------- discriminator
+def diff_augment(x: Tensor, policy: str = "color,translation,cutout") -> Tensor:
+    """DiffAugment (Zhao et al., NeurIPS 2020) on a batch in [−1, 1]; the same transform is applied
+    differentiably. ``policy``: comma-separated subset of color, translation, cutout."""
+    b, _, h, w = x.shape
+    device = x.device
+    for name in [p for p in policy.split(",") if p]:
+        if name == "color":
+            x = x + (torch.rand(b, 1, 1, 1, device=device) - 0.5)
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (torch.rand(b, 1, 1, 1, device=device) * 2) + mean
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * (torch.rand(b, 1, 1, 1, device=device) + 0.5) + mean
+        elif name == "translation":
+            sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+            ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=device)
+            tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=device)
+            gb, gy, gx = _grid(b, h, w, device)
+            gy = torch.clamp(gy + ty + 1, 0, h + 1)
+            gx = torch.clamp(gx + tx + 1, 0, w + 1)
+            x = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)[gb, gy, gx].permute(0, 3, 1, 2)
+        elif name == "cutout":
+            ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+            oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=device)
+            ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=device)
+            gb, gy, gx = _grid(b, ch, cw, device)
+            gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
+            gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
+            mask = torch.ones(b, h, w, dtype=x.dtype, device=device)
+            mask[gb, gy, gx] = 0
+            x = x * mask.unsqueeze(1)
+        else:
+            raise ValueError(f"unknown DiffAugment policy {name!r}; use color, translation, cutout")
+    return x
+
+
+def _grid(*sizes_and_device: Any) -> tuple[Tensor, ...]:
+    *sizes, device = sizes_and_device
+    return torch.meshgrid(*(torch.arange(n, device=device) for n in sizes), indexing="ij")
+
+
+class BlurPool(nn.Module):
+    """Depthwise 4×4 binomial blur ([1,3,3,1]ᵀ[1,3,3,1]/64), zero padding ``pad``, stride 1."""
+
+    def __init__(self, channels: int, pad: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 64
+        self.register_buffer("kernel", kernel.expand(channels, 1, 4, 4).contiguous(), persistent=False)
+        self.pad = pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, (self.pad,) * 4), self.kernel, groups=x.shape[1])
+
+
+class DINOv2Discriminator(nn.Module):
+    """Vision-aided discriminator (Kumari et al., CVPR 2022) on frozen DINOv2-with-registers features,
+    StableCodec's ``cv_type='dinov2_reg', output_type='conv_multi_level'`` (spec §8.3).
+
+    DiffAugment → [0, 1] → area resize to 224² → ImageNet normalisation → ViT-B/14 (frozen); three levels:
+    patch tokens after blocks 4 and 8 (16×16 maps; each a head BlurPool → SN-Conv3×3/2 → LeakyReLU 0.2 →
+    BlurPool → SN-Conv1×1/2 → 4×4 logits) and the class token after block 11 (SN-Linear → LeakyReLU 0.2 →
+    SN-Linear ``out``). 1,868,547 trainable parameters at width 768. The backbone comes from transformers
+    (``facebook/dinov2-with-registers-base``) instead of ``torch.hub``; its position embedding is
+    interpolated by the model (bicubic) rather than resampled once with timm — the same operation.
+    """
+
+    def __init__(
+        self,
+        model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
+        *,
+        policy: str = "color,translation,cutout",
+        layers: tuple[int, int, int] = (4, 8, 11),
+        channels: int = 128,
+        size: int = 224,
+    ) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+        if model is None or isinstance(model, Mapping):
+            self.backbone = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**dict(model or {})))
+        else:
+            self.backbone = load_component(Dinov2WithRegistersModel.from_pretrained, model, "")
+        self.backbone.eval().requires_grad_(False)
+        config = self.backbone.config
+        if max(layers) >= config.num_hidden_layers:
+            raise ValueError(f"layers {layers} exceed the backbone's {config.num_hidden_layers} blocks")
+        self.layers, self.policy, self.size = tuple(layers), policy, size
+        self.prefix_tokens = 1 + int(config.num_register_tokens)
+        dim = int(config.hidden_size)
+
+        def conv_head() -> nn.Sequential:
+            return nn.Sequential(
+                BlurPool(dim, 2), spectral_norm(nn.Conv2d(dim, channels, 3, stride=2)), nn.LeakyReLU(0.2),
+                BlurPool(channels, 1), spectral_norm(nn.Conv2d(channels, 1, 1, stride=2)),
+            )  # fmt: skip
+
+        self.heads = nn.ModuleList([conv_head(), conv_head()])
+        self.cls_head = nn.Sequential(spectral_norm(nn.Linear(dim, channels)), nn.LeakyReLU(0.2))
+        self.out = spectral_norm(nn.Linear(channels, 1))
+        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> DINOv2Discriminator:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Logits per level for images in [−1, 1]: [(B, 4, 4), (B, 4, 4), (B, 1)] at 224²."""
+        x = diff_augment(x, self.policy) if self.policy else x
+        x = F.interpolate(x * 0.5 + 0.5, size=(self.size, self.size), mode="area")
+        hidden = self.backbone(
+            pixel_values=(x - self.mean) / self.std, output_hidden_states=True
+        ).hidden_states
+        norm = self.backbone.layernorm
+        grid = self.size // self.backbone.config.patch_size
+        logits = []
+        for head, layer in zip(self.heads, self.layers[:2]):
+            tokens = norm(hidden[layer + 1])[:, self.prefix_tokens :]
+            feature = tokens.transpose(1, 2).reshape(x.shape[0], -1, grid, grid)
+            logits.append(head(feature).squeeze(1))
+        logits.append(self.out(self.cls_head(norm(hidden[self.layers[2] + 1])[:, 0])))
+        return logits
+
+    @staticmethod
+    def loss(logits: Sequence[Tensor], target: float) -> Tensor:
+        """``multilevel_sigmoid_s``: BCE-with-logits against ``target`` per level (mean over each map), summed
+        over the levels, mean over the batch."""
+        total = 0
+        for level in logits:
+            per_item = F.binary_cross_entropy_with_logits(
+                level, torch.full_like(level, target), reduction="none"
+            )
+            total = total + per_item.flatten(1).mean(dim=1)
+        return total.mean()
