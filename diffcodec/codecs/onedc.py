@@ -1,0 +1,1108 @@
+"""OneDC: one-step diffusion-based image compression with semantic distillation (Xue et al., NeurIPS 2025).
+
+::
+
+    x ∈ [−1,1] ─► SD-2.1 VAE encoder (sampled latent ×0.18215) ─► cond (4, /8) ─┐
+      └──────────► pix_emb (192, /8) ──────────────────────────────── concat ─► pix_fusion (320, /8)
+                                                                               │
+        enc: lightweight U-Net (down → mid = sem (768, /64); up → y_pre) → trans_coding
+                                                                               │
+      y (128, /16) ─► hyper_enc(y, sem) ─► z (7, /64) ─► FSQ [4]^7 ─► 14-bit indices ─► file
+      │                                                          │
+      │                               hyper_dec.feat_in ◄────────┘ z_semantic (128, /64)
+      │                                  │          └─► semantic_adaptor ─► y_semantic (768, /64)
+      │               to_entropy → y_prior_fusion → P               │      = tokens (h·w × 768)
+      └─► 4-part quadtree Gaussian prior (P, ŷ_<k) ──► ŷ ─► file    │
+                                                       │            │
+                  control map c (320, /8) = dec(ŷ, y_semantic) ◄────┘
+                        │
+    x_t = vae_reduction(c);  ε = U-Net_DMD2+LoRA(c, t = 999, tokens);  x̂₀ = (x_t − √(1−ᾱ)·ε)/√ᾱ
+    x̂ = SD-2.1 VAE decoder(x̂₀ / 0.18215)
+
+Modules keep the official names (onedc-codec/onedc @ c52af53; spec ``onedc.md``), so the codec's state dict
+is the official ``model_1.safetensors`` plus the (deterministic) entropy tables, and the generator's is
+``model.safetensors`` under ``backbone.unet.*`` / ``vae_reduction.*``.
+
+- **Analysis** (§2.2): an 8×8 patch embedding of the image concatenated with the VAE latent, a diffusers
+  ``UNet2DModel`` whose ``conv_in`` is a ResnetBlock stack with a stride-2 convolution, run at the fixed
+  timestep 999; its mid-block output is the *semantic feature* ``sem``.
+- **Hyper-latent** (§2.4): z fuses y and ``sem`` and is quantised by FSQ (:class:`~diffcodec.codecs.entropy.
+  fsq.FSQ`, 16384 codes, 14 bits per 64×64 block, fixed length — 0.0034 bpp).
+- **Semantic distillation** (§2.6): the *semantic adaptor* turns ẑ into the cross-attention tokens that
+  replace SD's text conditioning; training adds a code-prediction loss on them (:class:`CodePredictor`).
+- **Prior** (§2.7): DCVC-DC's four-part quadtree, scale-first heads, through the shared
+  :class:`~diffcodec.codecs.entropy.quadtree.QuadtreeContextModel` and DCVC's Gaussian tables
+  (:class:`DCVCGaussianConditional`).
+- **Generator** (§4): the DMD2 one-step SD-1.5 U-Net with LoRA (r 64, α 8), a fresh 320→320 ``conv_in`` and
+  ``vae_reduction``; the SD-2.1 VAE decoder with windowed (16×16) mid-block attention (§5).
+
+Deviations from the official code (each also noted where it happens):
+
+- **Coder.** Symbols, scale indexes, CDF tables and symbol order are the official ones (goldens), but the
+  bytes come from diffcodec's constriction range coder inside diffcodec's container, not DCVC's C++ rANS
+  inside ``encode_i``'s 16-byte header (spec §3.2, §3.5). Official ``.bin`` files are not read.
+- **Precision.** Everything runs in float32 without autocast; the official inference runs the codec and
+  U-Net under CUDA bf16 autocast with TF32 (spec §1.3, §3.7). bf16 scale indices are not portable, fp32 on
+  CPU is what the goldens were made with.
+- **z-only mode** (spec §9) writes a real file (the packed z indices alone); the official script only
+  reports the rate, and reflect-pads where the normal models replicate-pad. diffcodec replicate-pads both.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from diffcodec.bitstream import DecodeError
+from diffcodec.codecs.backbone import (
+    ExternalTokens,
+    OneStepBackbone,
+    encode_text,
+    load_component,
+    reference_configs,
+    tiny_configs,
+)
+from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.blocks import (
+    AttnBlock,
+    DepthConvBlock4,
+    ReduceResBlock,
+    ResidualBlockUpsample,
+    ResnetBlock,
+)
+from diffcodec.codecs.dmd import DMDGuidance, expand_embedding
+from diffcodec.codecs.entropy.fsq import FSQ
+from diffcodec.codecs.entropy.gaussian import GaussianConditional
+from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
+from diffcodec.codecs.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.codecs.lora import ONEDC_UNET_EXCLUDE, ONEDC_UNET_TARGETS
+from diffcodec.codecs.onedc_losses import (
+    CodePredictor,
+    LPIPSAvgPool,
+    VQGANTokenizer,
+    code_prediction_loss,
+    tokenizer_input,
+)
+from diffcodec.zoo.hub import fetch
+
+__all__ = [
+    "DMD2_UNET_FILE",
+    "FULL_LATENT_CODEC",
+    "OFFICIAL_LAMBDAS",
+    "OFFICIAL_RATES",
+    "SMALL_LATENT_CODEC",
+    "TINY_LATENT_CODEC",
+    "AnalysisTransform",
+    "DCVCGaussianConditional",
+    "FourPartParameters",
+    "HyperDecoder",
+    "HyperEncoder",
+    "OneDC",
+    "OneDCLatentCodec",
+    "SemanticAdaptor",
+    "SynthesisTransform",
+    "eval_bpp_estimate",
+    "load_unet",
+    "small_backbone_config",
+    "train_bpp",
+]
+
+#: The timestep at which the analysis U-Net and the generator run (DMD2's conditioning timestep).
+TIMESTEP = 999
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+def encoder_unet_config(in_channels: int, out_channels: int, channels: Sequence[int]) -> dict[str, Any]:
+    """The diffusers ``UNet2DModel`` config of the analysis U-Net (spec §2.2); defaults otherwise."""
+    return {
+        "in_channels": in_channels, "out_channels": out_channels, "block_out_channels": list(channels),
+        "down_block_types": ["AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 2,
+    }  # fmt: skip
+
+
+class AnalysisTransform(nn.Module):
+    """g_a (``enc``, spec §2.2): image + VAE latent → y (N, /16) and the semantic feature sem (S, /64).
+
+    pix_emb = Conv8×8/8(3 → 192); pix_fusion = Conv1×1(192 + 4 → 320) on [pix_emb, latent] (pixels first);
+    ``unet`` = diffusers ``UNet2DModel`` (blocks ``unet_channels``, attention at the first two levels) whose
+    ``conv_in`` is [ResnetBlock(320 → C₀) (the in ≠ out quirk), ResnetBlock(C₀) ×2, Conv3×3/2(C₀ → C₀)];
+    it runs at t = 999 and returns its mid-block output (sem) and its output (y_pre, ``internal`` channels);
+    trans_coding = ResnetBlock, AttnBlock, ResnetBlock, DepthConvBlock4(·, ·), DepthConvBlock4(·, N) → y.
+    """
+
+    def __init__(
+        self,
+        cond_channels: int = 4,
+        internal_channels: int = 512,
+        bottleneck_channels: int = 128,
+        unet_channels: Sequence[int] = (512, 768, 768),
+        pixel_channels: int = 192,
+        fusion_channels: int = 320,
+    ) -> None:
+        super().__init__()
+        c0 = unet_channels[0]
+        self.pix_emb = nn.Conv2d(3, pixel_channels, 8, stride=8)
+        self.pix_fusion = nn.Conv2d(pixel_channels + cond_channels, fusion_channels, 1)
+        self.unet = UNet2DModel.from_config(
+            encoder_unet_config(fusion_channels, internal_channels, unet_channels)
+        )
+        # the official module replaces conv_in (a module swap; the forward below walks the blocks itself)
+        self.unet.conv_in = nn.Sequential(
+            ResnetBlock(fusion_channels, c0), ResnetBlock(c0), ResnetBlock(c0), nn.Conv2d(c0, c0, 3, 2, 1)
+        )
+        n = internal_channels
+        self.trans_coding = nn.Sequential(
+            ResnetBlock(n), AttnBlock(n), ResnetBlock(n), DepthConvBlock4(n, n),
+            DepthConvBlock4(n, bottleneck_channels),
+        )  # fmt: skip
+
+    def run_unet(self, sample: Tensor) -> tuple[Tensor, Tensor]:
+        """The official ``forward_enc``: diffusers' ``UNet2DModel.forward`` at t = 999, also returning the
+        mid-block output. Returns ``(y_pre, sem)``."""
+        unet = self.unet
+        steps = torch.full((sample.shape[0],), TIMESTEP, dtype=torch.long, device=sample.device)
+        emb = unet.time_embedding(unet.time_proj(steps).to(dtype=sample.dtype))
+        sample = unet.conv_in(sample)
+        skips: tuple[Tensor, ...] = (sample,)
+        for block in unet.down_blocks:
+            sample, residuals = block(hidden_states=sample, temb=emb)
+            skips += residuals
+        sem = unet.mid_block(sample, emb)
+        sample = sem
+        for block in unet.up_blocks:
+            count = len(block.resnets)
+            sample, skips = block(sample, skips[-count:], emb), skips[:-count]
+        return unet.conv_out(unet.conv_act(unet.conv_norm_out(sample))), sem
+
+    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, sem)`` of the padded image x ∈ [−1, 1] and its scaled VAE latent ``cond``."""
+        fused = self.pix_fusion(torch.cat((self.pix_emb(x), cond), dim=1))
+        y_pre, sem = self.run_unet(fused)
+        return self.trans_coding(y_pre), sem
+
+
+class HyperEncoder(nn.Module):
+    """h_a (``hyper_enc``, spec §2.4): (y, sem) → z (d, /64).
+
+    y_trans_coding = DepthConvBlock4(N) → Conv3×3/2 → DepthConvBlock4(N) → Conv3×3/2 (/16 → /64); fusion on
+    [y-branch, sem] = DepthConvBlock4(N + S → S) → AttnBlock(S) → DepthConvBlock4(S → C) → AttnBlock(C) →
+    DepthConvBlock4(C) → Conv1×1(C → d), with C the internal width and d = len(FSQ levels).
+    """
+
+    def __init__(
+        self, bottleneck_channels: int = 128, semantic_channels: int = 768, internal_channels: int = 512,
+        z_channels: int = 7,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        n, s, c = bottleneck_channels, semantic_channels, internal_channels
+        self.y_trans_coding = nn.Sequential(
+            DepthConvBlock4(n, n), nn.Conv2d(n, n, 3, 2, 1), DepthConvBlock4(n, n), nn.Conv2d(n, n, 3, 2, 1)
+        )
+        self.fusion = nn.Sequential(
+            DepthConvBlock4(n + s, s), AttnBlock(s), DepthConvBlock4(s, c), AttnBlock(c),
+            DepthConvBlock4(c, c), nn.Conv2d(c, z_channels, 1),
+        )  # fmt: skip
+
+    def forward(self, y: Tensor, sem: Tensor) -> Tensor:
+        return self.fusion(torch.cat((self.y_trans_coding(y), sem), dim=1))
+
+
+class HyperDecoder(nn.Module):
+    """h_s (``hyper_dec``, spec §2.5): FSQ codes → (z_semantic (N, /64), entropy feature (N, /16)).
+
+    feat_in = Conv1×1(d → N) → LeakyReLU(0.01); to_entropy = DepthConvBlock4, ResidualBlockUpsample ×2,
+    DepthConvBlock4, ResidualBlockUpsample ×2, DepthConvBlock4 (all N wide).
+    """
+
+    def __init__(self, bottleneck_channels: int = 128, z_channels: int = 7) -> None:
+        super().__init__()
+        n = bottleneck_channels
+        self.feat_in = nn.Sequential(nn.Conv2d(z_channels, n, 1), nn.LeakyReLU(0.01))
+        self.to_entropy = nn.Sequential(
+            DepthConvBlock4(n, n), ResidualBlockUpsample(n, n), DepthConvBlock4(n, n),
+            ResidualBlockUpsample(n, n), DepthConvBlock4(n, n),
+        )  # fmt: skip
+
+    def forward(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        z_semantic = self.feat_in(z_hat)
+        return z_semantic, self.to_entropy(z_semantic)
+
+
+class SemanticAdaptor(nn.Module):
+    """``semantic_adaptor.to_semantic`` (spec §2.6): z_semantic (N, /64) → y_semantic (S, /64).
+
+    DepthConvBlock4(N → S), ResnetBlock, AttnBlock ×2, ResnetBlock, AttnBlock ×2, DepthConvBlock4(S).
+    :meth:`tokens` reshapes y_semantic to the (B, h·w, S) cross-attention tokens, row-major over (h, w).
+    """
+
+    def __init__(self, bottleneck_channels: int = 128, semantic_channels: int = 768) -> None:
+        super().__init__()
+        s = semantic_channels
+        self.to_semantic = nn.Sequential(
+            DepthConvBlock4(bottleneck_channels, s), ResnetBlock(s), AttnBlock(s), AttnBlock(s),
+            ResnetBlock(s), AttnBlock(s), AttnBlock(s), DepthConvBlock4(s, s),
+        )  # fmt: skip
+
+    def forward(self, z_semantic: Tensor) -> Tensor:
+        return self.to_semantic(z_semantic)
+
+    @staticmethod
+    def tokens(y_semantic: Tensor) -> Tensor:
+        """(B, S, h, w) → (B, h·w, S): one token per 64×64 block, row-major (they replace the text tokens)."""
+        return y_semantic.flatten(2).transpose(1, 2)
+
+
+class SynthesisTransform(nn.Module):
+    """g_s (``dec``, spec §2.8): (ŷ (N, /16), y_semantic (S, /64)) → control map c (ctrl, /8).
+
+    trans_coding = DepthConvBlock4(N → C), DepthConvBlock4(C); blocks = ResnetBlock(C) ×3, Conv1×1(C → 4C),
+    PixelShuffle(2), Conv3×3(C → C/2), ResnetBlock(C/2) ×3; sem_up = ResidualBlockUpsample(S → C),
+    DepthConvBlock4(C), ResidualBlockUpsample(C → C/2), DepthConvBlock4(C/2), ResidualBlockUpsample(C/2);
+    conv_out = DepthConvBlock4(C → ctrl) on [y-branch, semantic branch].
+    """
+
+    def __init__(
+        self, bottleneck_channels: int = 128, semantic_channels: int = 768, internal_channels: int = 512,
+        ctrl_channels: int = 320,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        c, half = internal_channels, internal_channels // 2
+        self.trans_coding = nn.Sequential(DepthConvBlock4(bottleneck_channels, c), DepthConvBlock4(c, c))
+        self.blocks = nn.Sequential(
+            ResnetBlock(c), ResnetBlock(c), ResnetBlock(c),
+            nn.Conv2d(c, 4 * c, 1), nn.PixelShuffle(2), nn.Conv2d(c, half, 3, padding=1),  # get_upsample
+            ResnetBlock(half), ResnetBlock(half), ResnetBlock(half),
+        )  # fmt: skip
+        self.sem_up = nn.Sequential(
+            ResidualBlockUpsample(semantic_channels, c), DepthConvBlock4(c, c),
+            ResidualBlockUpsample(c, half), DepthConvBlock4(half, half), ResidualBlockUpsample(half, half),
+        )  # fmt: skip
+        self.conv_out = DepthConvBlock4(c, ctrl_channels)
+
+    def forward(self, y_hat: Tensor, y_semantic: Tensor) -> Tensor:
+        y_branch = self.blocks(self.trans_coding(y_hat))
+        return self.conv_out(torch.cat((y_branch, self.sem_up(y_semantic)), dim=1))
+
+
+# ---------------------------------------------------------------------------------------------- entropy model
+class DCVCGaussianConditional(GaussianConditional):
+    """DCVC's ``GaussianEncoder`` (spec §3.1): the same Gaussian, DCVC's scale table, indexes and CDFs.
+
+    - scale table: 256 log-spaced scales from 0.11 to 64;
+    - index of a scale σ: ⌊clamp((ln max(σ, 1e-5) − ln 0.11)/Δ, 0, 255)⌋, Δ = (ln 64 − ln 0.11)/255, in σ's
+      dtype (a floor on a log grid, where CompressAI counts table entries below σ);
+    - table i: centre c = the smallest c ∈ {2, …, 50} with Φ(c/σ_i) > 0.9999 (else 50), symbols −c…c,
+      pmf(v) = Φ((v + ½)/σ_i) − Φ((v − ½)/σ_i) with ``torch.distributions.Normal``, tail 2Φ((−c − ½)/σ_i),
+      quantised to 16 bits by the CompressAI routine (:func:`~diffcodec.codecs.entropy.tables.
+      pmf_to_quantized_cdf`).
+
+    Likelihoods (training) are CompressAI's with the 0.11 lower bound on σ and 1e-9 on the likelihood, which
+    is the official rate term (spec §6.2).
+    """
+
+    def __init__(self, scale_min: float = 0.11, scale_max: float = 64.0, levels: int = 256) -> None:
+        # the table is computed on the CPU even under a meta/cuda default device (it is float-exact there)
+        table = torch.exp(torch.linspace(math.log(scale_min), math.log(scale_max), levels, device="cpu"))
+        super().__init__(table, scale_bound=scale_min)
+        self.log_scale_min = math.log(scale_min)
+        self.log_scale_step = (math.log(scale_max) - math.log(scale_min)) / (levels - 1)
+        self.levels = levels
+
+    @torch.no_grad()
+    def update(self, force: bool = False) -> bool:
+        """Build DCVC's integer CDF tables (see the class docstring); returns whether it did."""
+        if self.is_updated and not force:
+            return False
+        table = self.scale_table.detach().cpu().float()
+        normal = torch.distributions.Normal(torch.zeros_like(table), table)
+        center = torch.full_like(table, 50.0)
+        for c in range(50, 1, -1):
+            center = torch.where(normal.cdf(torch.full_like(table, float(c))) > 0.9999, float(c), center)
+        center = center.int()
+        length = 2 * center + 1
+        max_length = int(length.max())
+        samples = (torch.arange(max_length) - center[:, None]).float()
+        normal = torch.distributions.Normal(torch.zeros_like(samples), table[:, None].expand_as(samples))
+        lower = normal.cdf(samples - 0.5)
+        pmf = normal.cdf(samples + 0.5) - lower
+        cdf = pmfs_to_quantized_cdfs(pmf, 2 * lower[:, :1], length, max_length, self.entropy_coder_precision)
+        self._set_tables(cdf, length + 2, -center)
+        return True
+
+    def build_indexes(self, scales: Tensor) -> Tensor:
+        """DCVC's table index of every scale (int32, see the class docstring)."""
+        if torch.isnan(scales).any():
+            raise ValueError("scales contain NaN")
+        with torch.no_grad():
+            scales = torch.maximum(scales, torch.zeros_like(scales) + 1e-5)
+            indexes = (torch.log(scales) - self.log_scale_min) / self.log_scale_step
+            return indexes.clamp_(0, self.levels - 1).to(torch.int32)
+
+
+class FourPartParameters(QuadtreeParameters):
+    """OneDC's quadtree heads (spec §2.7) for one image, bound to its common parameters P.
+
+    Step 0: (σ₀, μ₀) = split(P). Step k ≥ 1: (σ_k, μ_k) = split(y_spatial_prior(adaptor_k([ŷ_<k, P']))),
+    with P' = ``params`` (the quadtree model's params: y_spatial_prior_reduction(P)), ŷ_<k first. Scales
+    come first and are used raw (no activation). Built per call by :meth:`OneDCLatentCodec.context_model`
+    from the codec's (official-name) modules; it owns no weights.
+    """
+
+    def __init__(self, common: Tensor, adaptors: Sequence[nn.Module], spatial_prior: nn.Module) -> None:
+        super().__init__()
+        self.adaptors = nn.ModuleList(adaptors)
+        self.spatial_prior = spatial_prior
+        self.common = common
+
+    def forward(self, step: int, params: Tensor, context: Tensor, y_hat: Tensor) -> tuple[Tensor, Tensor]:
+        out = (
+            self.common
+            if step == 0
+            else self.spatial_prior(self.adaptors[step - 1](torch.cat((y_hat, params), 1)))
+        )
+        scales, means = out.chunk(2, dim=1)
+        return means, scales
+
+
+# ---------------------------------------------------------------------------------------------- latent codec
+#: The released configuration (``IntraNoAR(cond_ch=4, ctrl_ch=320, internal_ch=512, bottleneck_ch=128,
+#: unet_ch_config=[512, 768, 768], z_fsq_levels=[4]*7)``, spec §2): 394,147,783 parameters.
+FULL_LATENT_CODEC: dict[str, Any] = {
+    "cond_channels": 4, "ctrl_channels": 320, "internal_channels": 512, "bottleneck_channels": 128,
+    "unet_channels": [512, 768, 768], "z_levels": [4] * 7, "pixel_channels": 192, "fusion_channels": 320,
+}  # fmt: skip
+#: The small configuration of the golden ``intranoar_small_e2e`` (6.75 M parameters): tests, CPU runs.
+SMALL_LATENT_CODEC: dict[str, Any] = {
+    **FULL_LATENT_CODEC, "ctrl_channels": 32, "internal_channels": 64, "bottleneck_channels": 32,
+    "unet_channels": [64, 96, 96],
+}  # fmt: skip
+#: A still smaller configuration of the same classes (1.7 M parameters) for fast tests and CPU recipes.
+TINY_LATENT_CODEC: dict[str, Any] = {
+    **SMALL_LATENT_CODEC, "bottleneck_channels": 16, "unet_channels": [32, 32, 32], "pixel_channels": 16,
+    "fusion_channels": 32,
+}  # fmt: skip
+
+
+class OneDCLatentCodec(nn.Module):
+    """The official ``IntraNoAR`` (spec §2): analysis, FSQ hyper-latent, prior, semantic adaptor, synthesis.
+
+    Args (official names in brackets): cond_channels [cond_ch], ctrl_channels [ctrl_ch], internal_channels
+    [internal_ch], bottleneck_channels [bottleneck_ch] = N, unet_channels [unet_ch_config] (its last entry
+    is the semantic width S), z_levels [z_fsq_levels]; pixel_channels / fusion_channels are fixed at 192 /
+    320 in the official code (kept as arguments for smaller models).
+
+    State-dict keys are those of ``model_1.safetensors`` plus ``gaussian_conditional.*`` (the scale table
+    and CDF buffers, CompressAI-style); :meth:`load_official_state_dict` loads an official one.
+
+    Entry points (all on the padded image x ∈ [−1, 1] and its scaled VAE latent ``cond``):
+
+    - :meth:`forward` — training path (straight-through FSQ and y rounding, noisy likelihoods in training);
+    - :meth:`compress` → ``{"y_string", "z_string", "y_hat", ...}``; :meth:`decompress` → ``{"ctrl", ...}``;
+    - ``z_only=True`` on any of them: no y is coded, ŷ = Σ_k μ_k ⊙ M_k (the "exlow" model, spec §9).
+    """
+
+    #: the hyper-latent grid's stride in image pixels, and the latent's
+    downsample = 64
+    y_stride = 16
+
+    def __init__(
+        self,
+        cond_channels: int = 4,
+        ctrl_channels: int = 320,
+        internal_channels: int = 512,
+        bottleneck_channels: int = 128,
+        unet_channels: Sequence[int] = (512, 768, 768),
+        z_levels: Sequence[int] = (4,) * 7,
+        pixel_channels: int = 192,
+        fusion_channels: int = 320,
+    ) -> None:
+        super().__init__()
+        if len(unet_channels) != 3:
+            raise ValueError(
+                f"unet_channels must have 3 entries (the /16, /32, /64 levels), got {unet_channels}"
+            )
+        n, c, s = bottleneck_channels, internal_channels, unet_channels[-1]
+        if n % 4:
+            raise ValueError(f"the four-part prior splits y into 4 channel groups; N = {n} is not divisible")
+        self.cond_channels, self.ctrl_channels = cond_channels, ctrl_channels
+        self.bottleneck_channels, self.semantic_channels = n, s
+        self.z_vq = FSQ(z_levels)
+        d = self.z_vq.dim
+        self.enc = AnalysisTransform(cond_channels, c, n, unet_channels, pixel_channels, fusion_channels)
+        self.hyper_enc = HyperEncoder(n, s, c, d)
+        self.hyper_dec = HyperDecoder(n, d)
+        self.semantic_adaptor = SemanticAdaptor(n, s)
+        self.dec = SynthesisTransform(n, s, c, ctrl_channels)
+        self.y_prior_fusion = nn.Sequential(DepthConvBlock4(n, 2 * n), DepthConvBlock4(2 * n, 2 * n))
+        self.y_spatial_prior_reduction = nn.Conv2d(2 * n, n, 1)
+        self.y_spatial_prior_adaptor_1 = DepthConvBlock4(2 * n, 2 * n)
+        self.y_spatial_prior_adaptor_2 = DepthConvBlock4(2 * n, 2 * n)
+        self.y_spatial_prior_adaptor_3 = DepthConvBlock4(2 * n, 2 * n)
+        self.y_spatial_prior = nn.Sequential(*(DepthConvBlock4(2 * n, 2 * n) for _ in range(3)))
+        self.gaussian_conditional = DCVCGaussianConditional()
+
+    # ------------------------------------------------------------------ pieces
+    def context_model(self, common: Tensor) -> tuple[QuadtreeContextModel, Tensor]:
+        """The shared quadtree model with OneDC's heads bound to P = ``common``, and its params P'."""
+        adaptors = (
+            self.y_spatial_prior_adaptor_1,
+            self.y_spatial_prior_adaptor_2,
+            self.y_spatial_prior_adaptor_3,
+        )
+        heads = FourPartParameters(common, adaptors, self.y_spatial_prior)
+        model = QuadtreeContextModel(heads, gaussian_conditional=self.gaussian_conditional)
+        return model, self.y_spatial_prior_reduction(common)
+
+    def hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(z_semantic, common entropy parameters P) from the FSQ codes."""
+        z_semantic, feature = self.hyper_dec(z_hat)
+        return z_semantic, self.y_prior_fusion(feature)
+
+    def mean_only(self, common: Tensor) -> Tensor:
+        """ŷ of the z-only model: the four-step prior with every symbol 0, ŷ = Σ_k μ_k ⊙ M_k (spec §9)."""
+        model, params = self.context_model(common)
+        # QuadtreeContextModel._run is its one loop with a pluggable step quantiser (see its docstring)
+        return model._run(params, lambda step, mask, means, scales: means * mask)
+
+    def synthesize(self, y_hat: Tensor, z_semantic: Tensor) -> tuple[Tensor, Tensor]:
+        """(control map c, y_semantic) from ŷ and z_semantic."""
+        y_semantic = self.semantic_adaptor(z_semantic)
+        return self.dec(y_hat, y_semantic), y_semantic
+
+    def _analyse(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(y, z codes, z indices)."""
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % self.downsample or x.shape[-1] % self.downsample:
+            raise ValueError(
+                f"x must be (B, 3, H, W) with H and W multiples of {self.downsample}, got {tuple(x.shape)}"
+            )
+        expected = (x.shape[0], self.cond_channels, x.shape[-2] // 8, x.shape[-1] // 8)
+        if tuple(cond.shape) != expected:
+            raise ValueError(f"cond must be {expected} (the scaled VAE latent of x), got {tuple(cond.shape)}")
+        y, sem = self.enc(x, cond)
+        z_hat, indices = self.z_vq(self.hyper_enc(y, sem))
+        return y, z_hat, indices
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, x: Tensor, cond: Tensor, z_only: bool = False) -> dict[str, Any]:
+        """Differentiable pass: ``y``, ``z_hat``, ``z_indices``, ``y_hat``, ``means``, ``scales``,
+        ``likelihoods`` ({"y"}, absent with ``z_only``), ``y_semantic``, ``tokens`` and ``ctrl``."""
+        y, z_hat, indices = self._analyse(x, cond)
+        z_semantic, common = self.hyper_decode(z_hat)
+        out: dict[str, Any] = {"y": y, "z_hat": z_hat, "z_indices": indices, "common": common}
+        if z_only:
+            out["y_hat"] = self.mean_only(common)
+        else:
+            model, params = self.context_model(common)
+            out.update(model(y, params))
+        out["ctrl"], out["y_semantic"] = self.synthesize(out["y_hat"], z_semantic)
+        out["tokens"] = SemanticAdaptor.tokens(out["y_semantic"])
+        return out
+
+    # ------------------------------------------------------------------ real coding
+    def update(self, force: bool = False) -> bool:
+        """Build the Gaussian's integer CDF tables (deterministic; cheap)."""
+        return self.gaussian_conditional.update(force=force)
+
+    def compress(self, x: Tensor, cond: Tensor, z_only: bool = False) -> dict[str, Any]:
+        """One image: ``z_string`` (packed 14-bit indices), ``y_string`` (None with ``z_only``), ``y_hat``."""
+        if x.shape[0] != 1:
+            raise ValueError(f"compress codes one image at a time, got a batch of {x.shape[0]}")
+        y, z_hat, indices = self._analyse(x, cond)
+        # the decoder rebuilds the codes from the indices: condition on exactly those
+        z_hat = self.z_vq.indices_to_codes(indices).to(y.dtype)
+        _, common = self.hyper_decode(z_hat)
+        if z_only:
+            return {"z_string": self.z_vq.pack(indices[0]), "y_string": None, "y_hat": self.mean_only(common)}
+        model, params = self.context_model(common)
+        out = model.compress(y, params)
+        return {
+            "z_string": self.z_vq.pack(indices[0]),
+            "y_string": out["strings"][0][0],
+            "y_hat": out["y_hat"],
+        }
+
+    def decompress(
+        self, z_string: bytes, y_string: bytes | None, padded_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """``ctrl``, ``y_semantic``, ``tokens`` and ``y_hat`` from the strings and the padded image size.
+
+        ``y_string=None`` decodes a z-only file.
+        """
+        grid = (padded_size[0] // self.downsample, padded_size[1] // self.downsample)
+        indices = self.z_vq.unpack(z_string, (1, *grid))
+        device = self.y_spatial_prior_reduction.weight.device
+        dtype = self.y_spatial_prior_reduction.weight.dtype
+        z_hat = self.z_vq.indices_to_codes(indices.to(device)).to(dtype)
+        z_semantic, common = self.hyper_decode(z_hat)
+        if y_string is None:
+            y_hat = self.mean_only(common)
+        else:
+            model, params = self.context_model(common)
+            y_hat = model.decompress([[y_string]], common.shape[-2:], params)["y_hat"]
+        ctrl, y_semantic = self.synthesize(y_hat, z_semantic)
+        return {
+            "ctrl": ctrl,
+            "y_semantic": y_semantic,
+            "tokens": SemanticAdaptor.tokens(y_semantic),
+            "y_hat": y_hat,
+        }
+
+    # ------------------------------------------------------------------ official checkpoints
+    def load_official_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load an official ``IntraNoAR`` state dict (``model_1.safetensors``) strictly; the entropy tables,
+        which the official file does not hold, keep their values. Tensors are cast to float32."""
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("gaussian_conditional.")}
+        clash = sorted(k for k in state_dict if k in own)
+        if clash:
+            raise ValueError(f"an official IntraNoAR state dict has no entropy buffers, found {clash[:3]}")
+        self.load_state_dict({**{k: v.float() for k, v in state_dict.items()}, **own}, strict=True)
+
+    def official_state_dict(self) -> dict[str, Tensor]:
+        """The state dict under the official keys alone (what ``model_1.safetensors`` holds)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("gaussian_conditional.")}
+
+
+def eval_bpp_estimate(symbols: Tensor, scales: Tensor, num_pixels: int) -> Tensor:
+    """The official eval-mode rate estimate (spec §6.2) per batch item: Σ clamp(−log₂(P(q) + 1e-5), 0, 50)
+    / H·W, with P(q) the N(0, max(σ̂, 1e-5)) mass of [q − ½, q + ½] at the hard symbols q."""
+    sigma = scales.clamp(1e-5, 1e10)
+    normal = torch.distributions.Normal(torch.zeros_like(sigma), sigma)
+    probs = normal.cdf(symbols + 0.5) - normal.cdf(symbols - 0.5)
+    bits = torch.clamp(-torch.log(probs + 1e-5) / math.log(2.0), 0, 50)
+    return bits.flatten(1).sum(dim=1) / num_pixels
+
+
+def train_bpp(likelihoods: Tensor, num_pixels: int) -> Tensor:
+    """The official training rate (spec §6.2) per batch item: Σ max(−log₂(p + 1e-5), 0) / H·W."""
+    return (-torch.log2(likelihoods + 1e-5)).clamp_min(0).flatten(1).sum(dim=1) / num_pixels
+
+
+# ---------------------------------------------------------------------------------------------- the codec
+DMD2_REPO = "tianweiy/DMD2"
+#: The DMD2 SD-1.5 one-step generator OneDC starts from (spec §4.1): a plain U-Net state dict.
+DMD2_UNET_FILE = (
+    "model/sdv1.5/laion6.25_sd_baseline_8node_guidance1.75_lr5e-7_seed10_dfake10_diffusion1000_gan1e-3_"
+    "resume_fid8.35_checkpoint_model_041000/pytorch_model.bin"
+)
+SD21_REPO = (
+    "stabilityai/stable-diffusion-2-1"  # the VAE (spec §1.1: the code uses 2.1, the appendix says 1.5)
+)
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # stage-2 teachers (formerly runwayml/…)
+BASE_LICENCE = "cc-by-nc-sa-4.0 (DMD2 U-Net); creativeml-openrail-m (SD-1.5); openrail++ (SD-2.1 VAE)"
+#: λ of the seven official models in ascending *rate* order, and their Kodak rates (appendix Table C); the
+#: z-only "exlow" model (0.0034 bpp) comes first when present.
+OFFICIAL_LAMBDAS: tuple[float, ...] = (12.2, 7.4, 4.6, 2.9, 1.8, 1.0, 0.6)
+OFFICIAL_RATES: tuple[float, ...] = (0.0101, 0.0165, 0.0245, 0.0354, 0.0506, 0.0775, 0.1115)
+EXLOW_RATE = 0.0034
+_ADAPTER = "default"  # the official adapter name: keys ….lora_A.default.weight
+
+
+def small_backbone_config(semantic_channels: int = 96) -> dict[str, dict[str, Any]]:
+    """A tiny random-init SD-1.5-like backbone (ε-prediction, cross-attention width = the semantic width)."""
+    return tiny_configs(cross_attention_dim=semantic_channels, prediction_type="epsilon")
+
+
+def load_unet(
+    source: str, revision: str | None = None, filename: str = DMD2_UNET_FILE
+) -> UNet2DConditionModel:
+    """An SD-1.5-architecture U-Net from a diffusers folder (``unet/`` or the folder itself), a state-dict
+    file (``.bin`` / ``.safetensors``), or a hub repo holding ``filename`` (DMD2 ships a plain state dict)."""
+    path = Path(source).expanduser()
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "unet" / "config.json").is_file()):
+        subfolder = "unet" if (path / "unet" / "config.json").is_file() else ""
+        return load_component(UNet2DConditionModel.from_pretrained, str(path), subfolder)
+    file = path if path.is_file() else fetch(source, filename, revision=revision)
+    unet = UNet2DConditionModel.from_config(reference_configs("sd-1.5")["unet_config"])
+    state = (
+        load_file(str(file)) if str(file).endswith(".safetensors") else torch.load(file, weights_only=True)
+    )
+    unet.load_state_dict(state, strict=True)
+    return unet
+
+
+class OneDC(Codec):
+    """OneDC (see the module docstring): the latent codec + the DMD2 one-step SD-1.5 generator.
+
+    One rung per released model: per-λ models (spec §0) and optionally the z-only "exlow" model. All rungs
+    share the frozen U-Net and VAE; each has its own latent codec, LoRA, ``conv_in`` and ``vae_reduction``,
+    which :meth:`_activate_rung` swaps in (inactive rungs wait on the CPU; a checkpoint stores the active
+    rung under the module keys and the others under ``rungs.{r}.…``).
+
+    Args:
+        name: model identifier (its 8-bit tag is written into every file).
+        lambdas: λ of each rung, in ascending *rate* order (the z-only rung's λ is only a label).
+        rates: nominal bpp of each rung (ascending); default: placeholders 0.01·(r + 1).
+        z_only: per rung, whether it is a z-only model (no y stream; spec §9); default all False.
+        latent_codec: :class:`OneDCLatentCodec` arguments (default :data:`FULL_LATENT_CODEC`;
+            :data:`SMALL_LATENT_CODEC` for tests). Its last U-Net width must equal the cross-attention width.
+        backbone: configs of a random-init backbone (see :func:`small_backbone_config`) when no base is given.
+        base_unet, base_unet_revision, base_unet_file: the DMD2 U-Net — a hub repo (the file inside it), a
+            state-dict file or a diffusers folder. base_vae, base_vae_revision: the SD-2.1 VAE (repo/folder
+            with ``vae/``). Both or neither.
+        lora_rank, lora_alpha: the U-Net adapter (64, 8: scaling 0.125; spec §4.1).
+        vae_attention_window: windowed VAE mid-block attention (16; None = global).
+        sample_latent: sample the VAE posterior (official; seeded with 0 per image when coding) or its mean.
+        stage: 0 inference, 1 (codec + LoRA, spec §6), 2 (DMD2 distillation, codec frozen, spec §7).
+        Stage 1: l1_weight, lpips_weight (1, 1), rate_warmup_steps / rate_warmup_start (4000, 1e-4: λ_step =
+            λ₀ + (step/4000)²·(λ − λ₀)), code_weight (1e-3), code_mse_weight (0.01), tokenizer (a
+            :class:`~diffcodec.codecs.onedc_losses.VQGANTokenizer` config; None disables the code loss),
+            code_predictor (:class:`~diffcodec.codecs.onedc_losses.CodePredictor` options).
+        Stage 2: teacher_model / teacher_revision (SD-1.5 repo or folder for the real and fake scores and the
+            CLIP text encoder; None: random-init teachers from ``backbone``), teacher_prompt (the caption the
+            teachers see; official: per-image BLIP-2 captions), real_guidance_scale (1.75), dm_weight (1),
+            gan_weight (1e-3), recon_weight (0.625), guidance_gan_weight (1e-2), generator_update_every (10).
+        Optimisation: learning_rate (5e-5 stage 1, 1e-6 stage 2), guidance_learning_rate (1e-6),
+            weight_decay (1e-2), gradient_clip (5.0).
+    """
+
+    method = "onedc"
+    pad_multiple = 64
+    pad_mode = "replicate"
+    paper = "One-Step Diffusion-Based Image Compression with Semantic Distillation (Xue et al., NeurIPS 2025)"
+    paper_url = "https://arxiv.org/abs/2505.16687"
+    licence = "cc-by-nc-sa-4.0"
+
+    def __init__(
+        self,
+        *,
+        name: str = "onedc",
+        lambdas: Sequence[float] = (4.6,),
+        rates: Sequence[float] | None = None,
+        z_only: Sequence[bool] | None = None,
+        latent_codec: Mapping[str, Any] | None = None,
+        backbone: Mapping[str, Any] | None = None,
+        base_unet: str | None = None,
+        base_unet_revision: str | None = None,
+        base_unet_file: str = DMD2_UNET_FILE,
+        base_vae: str | None = None,
+        base_vae_revision: str | None = None,
+        lora_rank: int = 64,
+        lora_alpha: float = 8.0,
+        vae_attention_window: int | None = 16,
+        sample_latent: bool = True,
+        stage: int = 0,
+        l1_weight: float = 1.0,
+        lpips_weight: float = 1.0,
+        rate_warmup_steps: int = 4000,
+        rate_warmup_start: float = 1e-4,
+        code_weight: float = 1e-3,
+        code_mse_weight: float = 0.01,
+        tokenizer: Mapping[str, Any] | None = None,
+        code_predictor: Mapping[str, Any] | None = None,
+        teacher_model: str | None = None,
+        teacher_revision: str | None = None,
+        teacher_prompt: str = "",
+        real_guidance_scale: float = 1.75,
+        dm_weight: float = 1.0,
+        gan_weight: float = 1e-3,
+        recon_weight: float = 0.625,
+        guidance_gan_weight: float = 1e-2,
+        generator_update_every: int = 10,
+        learning_rate: float = 5e-5,
+        guidance_learning_rate: float = 1e-6,
+        weight_decay: float = 1e-2,
+        gradient_clip: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if stage not in (0, 1, 2):
+            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
+        lambdas = tuple(float(v) for v in lambdas)
+        if not lambdas or any(not v > 0 for v in lambdas):
+            raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {list(lambdas)}")
+        rates = (
+            tuple(float(r) for r in rates)
+            if rates is not None
+            else tuple(0.01 * (i + 1) for i in range(len(lambdas)))
+        )
+        if len(rates) != len(lambdas) or list(rates) != sorted(rates) or any(r <= 0 for r in rates):
+            raise ValueError(
+                f"rates must be positive, ascending and one per λ; got {list(rates)} for {list(lambdas)}"
+            )
+        z_only = tuple(bool(v) for v in z_only) if z_only is not None else (False,) * len(lambdas)
+        if len(z_only) != len(lambdas):
+            raise ValueError(f"z_only needs one flag per rung ({len(lambdas)}), got {len(z_only)}")
+        if (base_unet is None) != (base_vae is None):
+            raise ValueError("pass both base_unet (the DMD2 U-Net) and base_vae (the SD-2.1 VAE), or neither")
+        if generator_update_every < 1:
+            raise ValueError(f"generator_update_every must be >= 1, got {generator_update_every}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._name, self._rates, self.lambdas, self.z_only, self.stage = name, rates, lambdas, z_only, stage
+
+        codec_args = {**FULL_LATENT_CODEC, **dict(latent_codec or {})}
+        self.latent_codec = OneDCLatentCodec(**codec_args)
+        ctrl, semantic = self.latent_codec.ctrl_channels, self.latent_codec.semantic_channels
+        options = {
+            "conditioning": ExternalTokens(semantic), "conv_in_channels": ctrl, "timestep": TIMESTEP,
+            "latent_tiling": None, "vae_tiling": None, "vae_attention_window": vae_attention_window,
+        }  # fmt: skip
+        scheduler = reference_configs("sd-1.5")["scheduler_config"]
+        if base_unet is not None:
+            unet = load_unet(base_unet, base_unet_revision, base_unet_file)
+            vae = load_component(AutoencoderKL.from_pretrained, base_vae, "vae", revision=base_vae_revision)
+            self.backbone = OneStepBackbone(vae, unet, scheduler, **options)
+        else:
+            configs = dict(backbone or small_backbone_config(semantic))
+            self.backbone = OneStepBackbone.from_config(
+                configs["vae_config"], configs["unet_config"], scheduler, persist_base=True, **options
+            )
+        if self.backbone.cross_attention_dim != semantic:
+            raise ValueError(
+                f"the U-Net's cross-attention width ({self.backbone.cross_attention_dim}) must equal the "
+                f"semantic width ({semantic}, the last entry of latent_codec's unet_channels)"
+            )
+        self.backbone.add_lora(
+            _ADAPTER, ONEDC_UNET_TARGETS, rank=lora_rank, alpha=lora_alpha, init=True,
+            exclude_modules=ONEDC_UNET_EXCLUDE,
+        )  # fmt: skip
+        self.vae_reduction = ReduceResBlock(ctrl, self.backbone.latent_channels)
+        self._bank: list[dict[str, Tensor] | None] = [None] * len(lambdas)
+        self.register_state_dict_post_hook(_write_rungs)
+        self.register_load_state_dict_pre_hook(_read_rungs)
+
+        # training-only parts
+        self.rate_weight: float | None = None  # λ_step when a schedule sets it; None: computed per step
+        self._losses: dict[str, nn.Module] = {}  # LPIPS, built on first use, not in the state dict
+        self.tokenizer = self.code_predictor = self.guidance = None
+        if stage == 1 and tokenizer is not None and code_weight > 0:
+            self.tokenizer = VQGANTokenizer(**dict(tokenizer))
+            self.code_predictor = CodePredictor(
+                semantic, self.tokenizer.codebook.shape[0], **dict(code_predictor or {})
+            )
+        if stage == 2:
+            self.latent_codec.requires_grad_(False)
+            self._build_guidance(
+                teacher_model, teacher_revision, teacher_prompt, backbone, real_guidance_scale
+            )
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def rates(self) -> tuple[float, ...]:
+        return self._rates
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    def base_model_ref(self) -> BaseModelRef | None:
+        base = self.hparams.get("base_unet")
+        return (
+            None if base is None else BaseModelRef(base, self.hparams.get("base_unet_revision"), BASE_LICENCE)
+        )
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.vae.", "backbone.unet.", "tokenizer.", "guidance.real_unet.")
+
+    # ------------------------------------------------------------------ per-rung weights
+    def is_rung_key(self, key: str) -> bool:
+        """Whether state-dict entry ``key`` is one rung's own weight (latent codec, LoRA, conv_in,
+        vae_reduction)."""
+        if key.startswith(("latent_codec.", "vae_reduction.")):
+            return True
+        return key.startswith("backbone.") and not self.backbone.is_base_key(key[len("backbone.") :])
+
+    def _active_rung_state(self) -> dict[str, Tensor]:
+        state = {f"latent_codec.{k}": v for k, v in self.latent_codec.state_dict().items()}
+        state.update({f"vae_reduction.{k}": v for k, v in self.vae_reduction.state_dict().items()})
+        state.update({f"backbone.{k}": v for k, v in self.backbone.trainable_state_dict().items()})
+        return state
+
+    def _activate_rung(self, rung: int) -> None:
+        """Swap the per-rung weights: the active rung goes to the CPU bank, ``rung`` comes in (a rung never
+        loaded keeps the weights it was built with, i.e. a copy of the active ones)."""
+        current = {k: v.detach().to("cpu", copy=True) for k, v in self._active_rung_state().items()}
+        incoming = self._bank[rung]
+        self._bank[self._rung] = current
+        self._bank[rung] = None
+        if incoming is not None:
+            self.latent_codec.load_state_dict(_sub(incoming, "latent_codec."), strict=True)
+            self.vae_reduction.load_state_dict(_sub(incoming, "vae_reduction."), strict=True)
+            self.backbone.load_trainable_state_dict(_sub(incoming, "backbone."), strict=True)
+
+    # ------------------------------------------------------------------ the pipeline
+    def encode_latent(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The scaled SD-2.1 VAE latent (the codec's ``cond``) of x ∈ [0, 1]: a posterior sample (official)
+        or its mean (``sample_latent=False``). The VAE is frozen: no gradient."""
+        with torch.no_grad():
+            return self.backbone.encode(x * 2 - 1, sample=self.hparams.sample_latent, generator=generator)
+
+    def generate(self, ctrl: Tensor, tokens: Tensor) -> Tensor:
+        """Generator (spec §4): x_t = vae_reduction(c), ε = U-Net(c, 999, tokens), x̂₀ (float64) as float32."""
+        x_t = self.vae_reduction(ctrl)
+        return self.backbone.denoise(ctrl, noisy=x_t.double(), encoder_hidden_states=tokens).float()
+
+    def render(self, x0: Tensor, clamp: bool = True) -> Tensor:
+        """SD-2.1 VAE decoder (windowed mid attention) of x̂₀, mapped to [0, 1]."""
+        return self.backbone.decode(x0, clamp=clamp).add(1).div(2)
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Training path on x (B, 3, H, W) ∈ [0, 1], H and W multiples of 64, at the active rung.
+
+        ``likelihoods["y"]`` (absent for a z-only rung) and ``rate_bits["z"]`` (14 bits per 64×64 block);
+        ``x_hat`` is *not* clamped (so that losses keep their gradient).
+        """
+        if (
+            x.dim() != 4
+            or x.shape[1] != 3
+            or x.shape[-2] % self.pad_multiple
+            or x.shape[-1] % self.pad_multiple
+        ):
+            raise ValueError(
+                f"forward needs (B, 3, H, W) with H, W multiples of {self.pad_multiple}, got {tuple(x.shape)}"
+            )
+        cond = self.encode_latent(x)
+        out = self.latent_codec(x * 2 - 1, cond, z_only=self.z_only[self.quality])
+        x0 = self.generate(out["ctrl"], out["tokens"])
+        z_bits = float(self.latent_codec.z_vq.index_bits * out["z_indices"][0].numel())
+        return CodecOutput(
+            x_hat=self.render(x0, clamp=False),
+            likelihoods={"y": out["likelihoods"]["y"]} if "likelihoods" in out else {},
+            rate_bits={"z": x.new_full((x.shape[0],), z_bits)},
+            aux={**out, "cond": cond, "x0": x0},
+        )
+
+    # ------------------------------------------------------------------ real coding
+    def _prepare_for_coding(self) -> None:
+        self.latent_codec.update(force=False)
+
+    def _compress(self, x: Tensor, rung: int) -> EncodedImage:
+        generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0
+        cond = self.encode_latent(x, generator)
+        out = self.latent_codec.compress(x * 2 - 1, cond, z_only=self.z_only[rung])
+        streams = [out["z_string"]] if self.z_only[rung] else [out["z_string"], out["y_string"]]
+        return EncodedImage(streams=streams)
+
+    def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> Tensor:
+        expected = 1 if self.z_only[rung] else 2
+        if len(encoded.streams) != expected:
+            what = "1 stream (z)" if expected == 1 else "2 streams (z, y)"
+            raise DecodeError(f"a OneDC file of rung {rung} has {what}, found {len(encoded.streams)}")
+        z_string = encoded.streams[0]
+        y_string = None if self.z_only[rung] else encoded.streams[1]
+        out = self.latent_codec.decompress(z_string, y_string, padded_size)
+        return self.render(self.generate(out["ctrl"], out["tokens"]))
+
+    # ------------------------------------------------------------------ training: shared
+    def _build_guidance(
+        self, teacher: str | None, revision: str | None, prompt: str, backbone: Mapping[str, Any] | None,
+        guidance_scale: float,
+    ) -> None:  # fmt: skip
+        """Stage 2's real and fake scores (SD-1.5), the GAN head and the teachers' text embeddings."""
+        scheduler = reference_configs("sd-1.5")["scheduler_config"]
+        if teacher is not None:
+            from transformers import AutoTokenizer, CLIPTextModel
+
+            def load(loader: Any, sub: str) -> Any:
+                return load_component(loader, teacher, sub, revision=revision)
+
+            real = load(UNet2DConditionModel.from_pretrained, "unet")
+            fake = load(UNet2DConditionModel.from_pretrained, "unet")
+            tokenizer = load(AutoTokenizer.from_pretrained, "tokenizer")
+            text_encoder = load(CLIPTextModel.from_pretrained, "text_encoder")
+            text, uncond = encode_text(tokenizer, text_encoder, [prompt, ""]).chunk(2)
+        else:  # random-init teachers of the backbone's U-Net architecture (tests, CPU recipes)
+            configs = dict(backbone or small_backbone_config(self.latent_codec.semantic_channels))
+            real = UNet2DConditionModel.from_config(configs["unet_config"])
+            fake = copy.deepcopy(real)
+            generator = torch.Generator().manual_seed(0)
+            dim = real.config.cross_attention_dim
+            text, uncond = torch.randn(2, 1, 8, dim, generator=generator)
+        self.guidance = DMDGuidance(real, fake, scheduler, real_guidance_scale=guidance_scale)
+        self.register_buffer("teacher_text", text.detach(), persistent=False)
+        self.register_buffer("teacher_uncond", uncond.detach(), persistent=False)
+
+    def lpips(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        """LPIPS-VGG with average pooling on [0, 1] images (built on first use, not in the state dict)."""
+        if "lpips" not in self._losses:
+            self._losses["lpips"] = LPIPSAvgPool()
+        return self._losses["lpips"].to(x.device)(x_hat, x)
+
+    def rate_lambda(self, step: int | None) -> float:
+        """λ_step = λ₀ + (step/S)²·(λ − λ₀) for 0 < step ≤ S, else λ (spec §6.2; at step 0 the final λ, as the
+        official ``if step and …`` test). A :class:`~diffcodec.training.HyperparameterSchedule` may set
+        ``rate_weight`` instead."""
+        if self.rate_weight is not None:
+            return float(self.rate_weight)
+        hp, final = self.hparams, self.lambdas[self.quality]
+        if step and step <= hp.rate_warmup_steps:
+            return hp.rate_warmup_start + (step / hp.rate_warmup_steps) ** 2 * (final - hp.rate_warmup_start)
+        return final
+
+    def reconstruction_terms(self, x_hat: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """L1 + LPIPS on [0, 1] images (weights ``l1_weight`` / ``lpips_weight``)."""
+        hp = self.hparams
+        terms = {"l1": F.l1_loss(x_hat, x)}
+        recon = hp.l1_weight * terms["l1"]
+        if hp.lpips_weight:
+            terms["lpips"] = self.lpips(x_hat, x)
+            recon = recon + hp.lpips_weight * terms["lpips"]
+        terms["recon"] = recon
+        return terms
+
+    def _step(self) -> int:
+        return int(self.trainer.fit_loop.total_batch_idx) if self._trainer is not None else 0
+
+    def _update(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm"
+            )
+        optimizer.step()
+
+    # ------------------------------------------------------------------ training: stage 1
+    def stage1_terms(self, x: Tensor, step: int | None = None) -> dict[str, Tensor]:
+        """L1 + LPIPS + λ_step·bpp_y + code_weight·(CE + 0.01·MSE) (spec §6.2–§6.3, paper Eq. 1)."""
+        hp = self.hparams
+        out = self(x)
+        terms = self.reconstruction_terms(out.x_hat, x)
+        num_pixels = x.shape[-2] * x.shape[-1]
+        loss = terms["recon"]
+        if "y" in out.likelihoods:
+            terms["bpp_y"] = train_bpp(out.likelihoods["y"], num_pixels).mean()
+            terms["lambda"] = torch.tensor(self.rate_lambda(step))
+            loss = loss + terms["lambda"] * terms["bpp_y"]
+        if self.code_predictor is not None:
+            z_q, indices = self.tokenizer.tokenize(tokenizer_input(x))
+            logits = self.code_predictor(out.aux["y_semantic"])
+            terms.update(
+                code_prediction_loss(logits, indices, z_q, self.tokenizer.codebook, hp.code_mse_weight)
+            )
+            loss = loss + hp.code_weight * terms["code"]
+        terms["loss"] = loss
+        return terms
+
+    # ------------------------------------------------------------------ training: stage 2
+    def stage2_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
+        """One DMD2 iteration (spec §7): the generator turn when ``step`` % ``generator_update_every`` = 0
+        (L_dm + 1e-3·L_gen + 0.625·(L1 + LPIPS)), then the guidance turn (L_fake + 1e-2·L_D)."""
+        hp = self.hparams
+        guidance = self.guidance
+        opt_g, opt_d = self.optimizers()
+        with torch.no_grad():  # the codec is frozen (spec §7.1)
+            cond = self.encode_latent(x)
+            out = self.latent_codec(x * 2 - 1, cond, z_only=self.z_only[self.quality])
+        batch = x.shape[0]
+        text = expand_embedding(self.teacher_text, batch)
+        uncond = expand_embedding(self.teacher_uncond, batch)
+        logs: dict[str, Tensor] = {}
+        generator_turn = step % hp.generator_update_every == 0
+        with torch.set_grad_enabled(generator_turn):
+            x0 = self.generate(out["ctrl"], out["tokens"])
+        if generator_turn:
+            guidance.requires_grad_(False)  # gradients reach the generator only
+            try:
+                logs["dm"] = guidance.distribution_matching_loss(x0, text, uncond)
+                logs["gen_gan"] = guidance.generator_gan_loss(x0, text)
+                logs.update(self.reconstruction_terms(self.render(x0, clamp=False), x))
+                loss = (
+                    hp.dm_weight * logs["dm"]
+                    + hp.gan_weight * logs["gen_gan"]
+                    + hp.recon_weight * logs["recon"]
+                )
+                self._update(opt_g, loss)
+            finally:
+                guidance.fake_unet.requires_grad_(True)
+                guidance.cls_pred_branch.requires_grad_(True)
+            logs["generator_loss"] = loss
+        logs["fake_score"] = guidance.fake_score_loss(x0, text, uncond)
+        logs["discriminator"] = guidance.discriminator_loss(cond, x0, text)
+        self._update(opt_d, logs["fake_score"] + hp.guidance_gan_weight * logs["discriminator"])
+        return logs
+
+    # ------------------------------------------------------------------ Lightning
+    def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        if self.stage == 0:
+            raise RuntimeError("this OneDC was built with stage=0 (inference); set stage to 1 or 2 to train")
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        step = self._step()
+        if self.stage == 1:
+            terms = self.stage1_terms(x, step)
+            self._update(self.optimizers(), terms["loss"])
+            result = terms["loss"]
+        else:
+            terms = self.stage2_step(x, step)
+            result = terms["fake_score"]
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in terms.items() if v.ndim == 0})
+        return result.detach()
+
+    def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
+        """Eval-mode forward: the official bpp estimate of y (+ z) and PSNR of the active rung."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out = self(x)
+        num_pixels = x.shape[-2] * x.shape[-1]
+        bpp = out.rate_bits["z"] / num_pixels
+        if "y" in out.likelihoods:
+            symbols = torch.round(out.aux["y"] - out.aux["means"])
+            bpp = bpp + eval_bpp_estimate(symbols, out.aux["scales"], num_pixels)
+        mse = F.mse_loss(out.x_hat.clamp(0, 1), x)
+        self.log_dict({"val/bpp": bpp.mean(), "val/psnr": -10 * torch.log10(mse)}, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (0.9, 0.999), weight decay 0.01 (spec §6.4, §7.5). Stage 1: codec + LoRA + conv_in +
+        vae_reduction + code predictor. Stage 2: the generator (LoRA, conv_in, vae_reduction) and the guidance
+        (fake U-Net + GAN head). Learning-rate warm-up: a recipe callback (``LinearWarmup``, 500 steps)."""
+        hp = self.hparams
+        if self.stage == 0:
+            raise RuntimeError("this OneDC was built with stage=0 (inference); set stage to 1 or 2 to train")
+        generator = [*self.backbone.trainable_parameters(), *self.vae_reduction.parameters()]
+        if self.stage == 1:
+            generator += [*self.latent_codec.parameters()]
+            if self.code_predictor is not None:
+                generator += [*self.code_predictor.parameters()]
+        params = [p for p in generator if p.requires_grad]
+
+        def adamw(parameters: list[nn.Parameter], lr: float) -> torch.optim.AdamW:
+            return torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
+
+        if self.stage == 1:
+            return adamw(params, hp.learning_rate)
+        return [
+            adamw(params, hp.learning_rate),
+            adamw(self.guidance.guidance_parameters(), hp.guidance_learning_rate),
+        ]
+
+
+def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _write_rungs(module: OneDC, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """state_dict post-hook: the inactive rungs under ``rungs.{r}.`` and the active rung's index."""
+    state_dict[prefix + "active_rung"] = torch.tensor(module.quality, dtype=torch.int64)
+    active = {k[len(prefix) :]: v for k, v in state_dict.items() if module.is_rung_key(k[len(prefix) :])}
+    for rung, bank in enumerate(module._bank):
+        if rung != module.quality:
+            for key, value in (bank if bank is not None else active).items():
+                state_dict[f"{prefix}rungs.{rung}.{key}"] = value
+
+
+def _read_rungs(module: OneDC, state_dict: dict, prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: ``rungs.{r}.`` entries go to the bank; the module keys are rung
+    ``active_rung`` of the checkpoint (the active one when absent)."""
+    error_msgs = args[-1]
+    active = state_dict.pop(prefix + "active_rung", None)
+    banks: dict[int, dict[str, Tensor]] = {}
+    for key in [k for k in state_dict if k.startswith(prefix + "rungs.")]:
+        rung, _, name = key[len(prefix) + len("rungs.") :].partition(".")
+        if not rung.isdigit() or int(rung) >= module.num_rungs:
+            error_msgs.append(f"{key}: rung {rung} is not on this {module.num_rungs}-rung ladder")
+            continue
+        banks.setdefault(int(rung), {})[name] = state_dict.pop(key)
+    rung = module.quality if active is None else int(active)
+    if not 0 <= rung < module.num_rungs:
+        error_msgs.append(f"{prefix}active_rung = {rung} is not on this {module.num_rungs}-rung ladder")
+        return
+    module._bank = [None if r == rung else banks.get(r) for r in range(module.num_rungs)]
+    module._rung = rung
