@@ -55,14 +55,13 @@ from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS
+from diffcodec.codecs.rungs import check_lambda_ladder
 from diffcodec.codecs.stablecodec import (
     BASE_LICENCE,
     DINOv2Discriminator,
     LatentCodec,
     StableCodec,
     SynthesisTransform,
-    _read_rungs,
-    _write_rungs,
     small_backbone_config,
 )
 from diffcodec.training.accumulation import GradientAccumulation
@@ -419,18 +418,7 @@ class CADC(StableCodec):
             raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
         if captioning and not adgic:
             raise ValueError("captioning (BFATC) captions the ADGIC auxiliary image: it needs adgic=True")
-        lambdas = tuple(float(v) for v in lambdas)
-        if not lambdas or any(not v > 0 for v in lambdas):
-            raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {list(lambdas)}")
-        rates = (
-            tuple(float(r) for r in rates)
-            if rates is not None
-            else tuple(0.01 * (i + 1) for i in range(len(lambdas)))
-        )
-        if len(rates) != len(lambdas) or list(rates) != sorted(rates) or any(r <= 0 for r in rates):
-            raise ValueError(
-                f"rates must be positive, ascending and one per λ; got {list(rates)} for {list(lambdas)}"
-            )
+        lambdas, rates = check_lambda_ladder(lambdas, rates)
         self.save_hyperparameters(arguments)  # explicit: Lightning finds no __class__ cell in this frame
         self.automatic_optimization = False
         self._name, self._rates, self.lambdas, self.stage = name, rates, lambdas, stage
@@ -468,9 +456,7 @@ class CADC(StableCodec):
                     source, captioner_revision, max_length=caption_max_length
                 )
 
-        self._bank: list[dict[str, Tensor] | None] = [None] * len(lambdas)  # inactive rungs, on the CPU
-        self.register_state_dict_post_hook(_write_rungs)
-        self.register_load_state_dict_pre_hook(_read_rungs)
+        self._init_rung_bank()
         self._losses: dict[str, nn.Module] = {}
         self.discriminator: DINOv2Discriminator | None = None
         if stage == 2 and adversarial_weight > 0:

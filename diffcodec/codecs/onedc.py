@@ -71,7 +71,7 @@ from diffcodec.codecs.backbone import (
     reference_configs,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import (
     AttnBlock,
     DepthConvBlock4,
@@ -92,6 +92,7 @@ from diffcodec.codecs.onedc_losses import (
     code_prediction_loss,
     tokenizer_input,
 )
+from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.zoo.hub import fetch
 
 __all__ = [
@@ -630,7 +631,7 @@ def load_unet(
     return unet
 
 
-class OneDC(Codec):
+class OneDC(PerRateCodec):
     """OneDC (see the module docstring): the latent codec + the DMD2 one-step SD-1.5 generator.
 
     One rung per released model: per-λ models (spec §0) and optionally the z-only "exlow" model. All rungs
@@ -716,18 +717,7 @@ class OneDC(Codec):
         super().__init__()
         if stage not in (0, 1, 2):
             raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
-        lambdas = tuple(float(v) for v in lambdas)
-        if not lambdas or any(not v > 0 for v in lambdas):
-            raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {list(lambdas)}")
-        rates = (
-            tuple(float(r) for r in rates)
-            if rates is not None
-            else tuple(0.01 * (i + 1) for i in range(len(lambdas)))
-        )
-        if len(rates) != len(lambdas) or list(rates) != sorted(rates) or any(r <= 0 for r in rates):
-            raise ValueError(
-                f"rates must be positive, ascending and one per λ; got {list(rates)} for {list(lambdas)}"
-            )
+        lambdas, rates = check_lambda_ladder(lambdas, rates)
         z_only = tuple(bool(v) for v in z_only) if z_only is not None else (False,) * len(lambdas)
         if len(z_only) != len(lambdas):
             raise ValueError(f"z_only needs one flag per rung ({len(lambdas)}), got {len(z_only)}")
@@ -766,9 +756,7 @@ class OneDC(Codec):
             exclude_modules=ONEDC_UNET_EXCLUDE,
         )  # fmt: skip
         self.vae_reduction = ReduceResBlock(ctrl, self.backbone.latent_channels)
-        self._bank: list[dict[str, Tensor] | None] = [None] * len(lambdas)
-        self.register_state_dict_post_hook(_write_rungs)
-        self.register_load_state_dict_pre_hook(_read_rungs)
+        self._init_rung_bank()
 
         # training-only parts
         self.rate_weight: float | None = None  # λ_step when a schedule sets it; None: computed per step
@@ -786,14 +774,6 @@ class OneDC(Codec):
             )
 
     # ------------------------------------------------------------------ contract
-    @property
-    def rates(self) -> tuple[float, ...]:
-        return self._rates
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
     def base_model_ref(self) -> BaseModelRef | None:
         base = self.hparams.get("base_unet")
         return (
@@ -810,24 +790,6 @@ class OneDC(Codec):
         if key.startswith(("latent_codec.", "vae_reduction.")):
             return True
         return key.startswith("backbone.") and not self.backbone.is_base_key(key[len("backbone.") :])
-
-    def _active_rung_state(self) -> dict[str, Tensor]:
-        state = {f"latent_codec.{k}": v for k, v in self.latent_codec.state_dict().items()}
-        state.update({f"vae_reduction.{k}": v for k, v in self.vae_reduction.state_dict().items()})
-        state.update({f"backbone.{k}": v for k, v in self.backbone.trainable_state_dict().items()})
-        return state
-
-    def _activate_rung(self, rung: int) -> None:
-        """Swap the per-rung weights: the active rung goes to the CPU bank, ``rung`` comes in (a rung never
-        loaded keeps the weights it was built with, i.e. a copy of the active ones)."""
-        current = {k: v.detach().to("cpu", copy=True) for k, v in self._active_rung_state().items()}
-        incoming = self._bank[rung]
-        self._bank[self._rung] = current
-        self._bank[rung] = None
-        if incoming is not None:
-            self.latent_codec.load_state_dict(_sub(incoming, "latent_codec."), strict=True)
-            self.vae_reduction.load_state_dict(_sub(incoming, "vae_reduction."), strict=True)
-            self.backbone.load_trainable_state_dict(_sub(incoming, "backbone."), strict=True)
 
     # ------------------------------------------------------------------ the pipeline
     def encode_latent(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -1074,35 +1036,3 @@ class OneDC(Codec):
         ]
 
 
-def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _write_rungs(module: OneDC, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    """state_dict post-hook: the inactive rungs under ``rungs.{r}.`` and the active rung's index."""
-    state_dict[prefix + "active_rung"] = torch.tensor(module.quality, dtype=torch.int64)
-    active = {k[len(prefix) :]: v for k, v in state_dict.items() if module.is_rung_key(k[len(prefix) :])}
-    for rung, bank in enumerate(module._bank):
-        if rung != module.quality:
-            for key, value in (bank if bank is not None else active).items():
-                state_dict[f"{prefix}rungs.{rung}.{key}"] = value
-
-
-def _read_rungs(module: OneDC, state_dict: dict, prefix: str, *args: Any) -> None:
-    """load_state_dict pre-hook: ``rungs.{r}.`` entries go to the bank; the module keys are rung
-    ``active_rung`` of the checkpoint (the active one when absent)."""
-    error_msgs = args[-1]
-    active = state_dict.pop(prefix + "active_rung", None)
-    banks: dict[int, dict[str, Tensor]] = {}
-    for key in [k for k in state_dict if k.startswith(prefix + "rungs.")]:
-        rung, _, name = key[len(prefix) + len("rungs.") :].partition(".")
-        if not rung.isdigit() or int(rung) >= module.num_rungs:
-            error_msgs.append(f"{key}: rung {rung} is not on this {module.num_rungs}-rung ladder")
-            continue
-        banks.setdefault(int(rung), {})[name] = state_dict.pop(key)
-    rung = module.quality if active is None else int(active)
-    if not 0 <= rung < module.num_rungs:
-        error_msgs.append(f"{prefix}active_rung = {rung} is not on this {module.num_rungs}-rung ladder")
-        return
-    module._bank = [None if r == rung else banks.get(r) for r in range(module.num_rungs)]
-    module._rung = rung

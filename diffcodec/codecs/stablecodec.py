@@ -59,7 +59,7 @@ from diffcodec.codecs.backbone import (
     load_component,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import (
     LRP,
     BasicBlock,
@@ -74,6 +74,7 @@ from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
+from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.imageio import ImageLike, to_pil, to_tensor
 from diffcodec.training.accumulation import GradientAccumulation
 
@@ -386,7 +387,7 @@ def small_backbone_config(cross_attention_dim: int = 32) -> dict[str, dict[str, 
     return tiny_configs(cross_attention_dim=cross_attention_dim, prediction_type="epsilon")
 
 
-class StableCodec(Codec):
+class StableCodec(PerRateCodec):
     """StableCodec (see the module docstring): E_SD + E_Aux → latent codec → one-step SD-Turbo decoder.
 
     One rung per λ (per-λ models, paper §4.1). All rungs share the frozen SD-Turbo weights, ELIC g_a and the
@@ -465,18 +466,7 @@ class StableCodec(Codec):
         super().__init__()
         if stage not in (0, 1, 2):
             raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
-        lambdas = tuple(float(v) for v in lambdas)
-        if not lambdas or any(not v > 0 for v in lambdas):
-            raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {list(lambdas)}")
-        rates = (
-            tuple(float(r) for r in rates)
-            if rates is not None
-            else tuple(0.01 * (i + 1) for i in range(len(lambdas)))
-        )
-        if len(rates) != len(lambdas) or list(rates) != sorted(rates) or any(r <= 0 for r in rates):
-            raise ValueError(
-                f"rates must be positive, ascending and one per λ; got {list(rates)} for {list(lambdas)}"
-            )
+        lambdas, rates = check_lambda_ladder(lambdas, rates)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._name = name
@@ -517,23 +507,13 @@ class StableCodec(Codec):
         self.backbone.add_lora(
             _VAE_ADAPTER, STABLECODEC_VAE_ENCODER_TARGETS, rank=vae_lora_rank, alpha=lora_alpha, on="vae"
         )
-        self._bank: list[dict[str, Tensor] | None] = [None] * len(lambdas)  # inactive rungs, on the CPU
-        self.register_state_dict_post_hook(_write_rungs)
-        self.register_load_state_dict_pre_hook(_read_rungs)
+        self._init_rung_bank()
         self._losses: dict[str, nn.Module] = {}  # LPIPS / CLIP, built on first use, not in the state dict
         self.discriminator: DINOv2Discriminator | None = None
         if stage == 2 and adversarial_weight > 0:
             self.discriminator = DINOv2Discriminator(discriminator_model, policy=diffaugment)
 
     # ------------------------------------------------------------------ contract
-    @property
-    def rates(self) -> tuple[float, ...]:
-        return self._rates
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
     def base_model_ref(self) -> BaseModelRef | None:
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
@@ -551,32 +531,6 @@ class StableCodec(Codec):
             return False
         key = key[len("backbone.") :]
         return not key.startswith("conditioning.") and not self.backbone.is_base_key(key)
-
-    def rung_state_dict(self) -> dict[str, Tensor]:
-        """The active rung's own weights (module keys)."""
-        state = {"latent_codec." + k: v for k, v in self.latent_codec.state_dict().items()}
-        state.update({"backbone." + k: v for k, v in self.backbone.state_dict().items()})
-        return {k: v for k, v in state.items() if self.is_rung_key(k)}
-
-    def load_rung_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Load :meth:`rung_state_dict` output into the active rung (the latent codec strictly)."""
-        self.latent_codec.load_state_dict(
-            {k[len("latent_codec.") :]: v for k, v in state.items() if k.startswith("latent_codec.")},
-            strict=True,
-        )
-        self.backbone.load_state_dict(
-            {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}, strict=False
-        )
-
-    def _activate_rung(self, rung: int) -> None:
-        """Swap the per-λ weights: the active rung goes to the CPU bank, ``rung`` comes in (a rung never
-        loaded keeps the weights it was built with, i.e. a copy of the active ones)."""
-        current = {k: v.detach().to("cpu", copy=True) for k, v in self.rung_state_dict().items()}
-        incoming = self._bank[rung]
-        self._bank[self._rung] = current
-        self._bank[rung] = None
-        if incoming is not None:
-            self.load_rung_state_dict(incoming)
 
     # ------------------------------------------------------------------ the pipeline
     def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -757,36 +711,6 @@ class StableCodec(Codec):
             weight_decay=hp.weight_decay,
         )
         return [generator, discriminator]
-
-
-def _write_rungs(module: StableCodec, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    """state_dict post-hook: the inactive rungs under ``rungs.{r}.`` and the active rung's index."""
-    state_dict[prefix + "active_rung"] = torch.tensor(module.quality, dtype=torch.int64)
-    active = {k[len(prefix) :]: v for k, v in state_dict.items() if module.is_rung_key(k[len(prefix) :])}
-    for rung, bank in enumerate(module._bank):
-        if rung != module.quality:
-            for key, value in (bank if bank is not None else active).items():
-                state_dict[f"{prefix}rungs.{rung}.{key}"] = value
-
-
-def _read_rungs(module: StableCodec, state_dict: dict, prefix: str, *args: Any) -> None:
-    """load_state_dict pre-hook: ``rungs.{r}.`` entries go to the bank; the module keys are the rung
-    ``active_rung`` of the checkpoint (the active one when absent)."""
-    error_msgs = args[-1]
-    active = state_dict.pop(prefix + "active_rung", None)
-    banks: dict[int, dict[str, Tensor]] = {}
-    for key in [k for k in state_dict if k.startswith(prefix + "rungs.")]:
-        rung, _, name = key[len(prefix) + len("rungs.") :].partition(".")
-        if not rung.isdigit() or int(rung) >= module.num_rungs:
-            error_msgs.append(f"{key}: rung {rung} is not on this {module.num_rungs}-rung ladder")
-            continue
-        banks.setdefault(int(rung), {})[name] = state_dict.pop(key)
-    rung = module.quality if active is None else int(active)
-    if not 0 <= rung < module.num_rungs:
-        error_msgs.append(f"{prefix}active_rung = {rung} is not on this {module.num_rungs}-rung ladder")
-        return
-    module._bank = [None if r == rung else banks.get(r) for r in range(module.num_rungs)]
-    module._rung = rung
 
 
 # ---------------------------------------------------------------------------------------------- losses
