@@ -120,7 +120,7 @@ def test_failures_exit_1_with_one_line(capsys, tmp_path: Path, model_dir: Path, 
     assert code == 1 and "is not a zoo model" in one_line_error(err)
 
     code, _, err = run(capsys, "compress", kodim23, "-m", "onedc")
-    assert code == 1 and "not yet implemented" in one_line_error(err)
+    assert code == 1 and "convert onedc" in one_line_error(err)
 
     code, _, err = run(capsys, "compress", kodim23, "-m", model_dir, "-q", "7")
     assert code == 1 and "has 3 rungs" in one_line_error(err)
@@ -157,7 +157,7 @@ def test_zoo_table_and_json(capsys) -> None:
     oscar = next(row for row in rows if row.startswith("oscar "))
     assert "0.0019..0.125 (8)" in oscar and "ready" in oscar and "unspecified" in oscar
     onedc = next(row for row in rows if row.startswith("onedc "))
-    assert "not yet implemented" in onedc and "cc-by-nc-sa-4.0" in onedc
+    assert "not on the hub" in onedc and "cc-by-nc-sa-4.0" in onedc
     code, out, _ = run(capsys, "zoo", "--json")
     entries = {e["name"]: e for e in json.loads(out)}
     assert entries["oscar"]["hub_id"] == "jinpeig/OSCAR" and "local_weights" in entries["oscar"]

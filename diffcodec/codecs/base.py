@@ -204,6 +204,14 @@ class Codec(
         """Differentiable training path on a (B, 3, H, W) batch in [0, 1] at the active rung."""
         raise NotImplementedError
 
+    def check_training_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless x is a (B, 3, H, W) batch with H and W multiples of ``pad_multiple``."""
+        multiple = self.pad_multiple
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % multiple or x.shape[-1] % multiple:
+            raise ValueError(
+                f"forward needs (B, 3, H, W) with H, W multiples of {multiple}, got {tuple(x.shape)}"
+            )
+
     # ------------------------------------------------------------------ real coding (methods)
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:  # pragma: no cover - abstract
         """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung``."""

@@ -495,15 +495,7 @@ class CADC(StableCodec):
     def forward(self, x: Tensor) -> CodecOutput:
         """Training path on x (B, 3, H, W) ∈ [0, 1], H and W multiples of 256. Captions are generated
         (without gradient) except in stage 1, which conditions on the fixed prompt only (spec §6.2)."""
-        if (
-            x.dim() != 4
-            or x.shape[1] != 3
-            or x.shape[-2] % self.pad_multiple
-            or x.shape[-1] % self.pad_multiple
-        ):
-            raise ValueError(
-                f"forward needs (B, 3, H, W) with H, W multiples of {self.pad_multiple}, got {tuple(x.shape)}"
-            )
+        self.check_training_input(x)
         out = self.latent_codec(x * 2 - 1)
         captions = None if self.stage == 1 else self.caption(out["x_aux"])
         x_hat, l_0 = self.synthesize(out["l_T"], out["res"], captions)

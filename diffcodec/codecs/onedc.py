@@ -813,15 +813,7 @@ class OneDC(PerRateCodec):
         ``likelihoods["y"]`` (absent for a z-only rung) and ``rate_bits["z"]`` (14 bits per 64×64 block);
         ``x_hat`` is *not* clamped (so that losses keep their gradient).
         """
-        if (
-            x.dim() != 4
-            or x.shape[1] != 3
-            or x.shape[-2] % self.pad_multiple
-            or x.shape[-1] % self.pad_multiple
-        ):
-            raise ValueError(
-                f"forward needs (B, 3, H, W) with H, W multiples of {self.pad_multiple}, got {tuple(x.shape)}"
-            )
+        self.check_training_input(x)
         cond = self.encode_latent(x)
         out = self.latent_codec(x * 2 - 1, cond, z_only=self.z_only[self.quality])
         x0 = self.generate(out["ctrl"], out["tokens"])

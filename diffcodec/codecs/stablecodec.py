@@ -549,15 +549,7 @@ class StableCodec(PerRateCodec):
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Training path on x (B, 3, H, W) ∈ [0, 1], H and W multiples of 256 (noise proxy in training)."""
-        if (
-            x.dim() != 4
-            or x.shape[1] != 3
-            or x.shape[-2] % self.pad_multiple
-            or x.shape[-1] % self.pad_multiple
-        ):
-            raise ValueError(
-                f"forward needs (B, 3, H, W) with H, W multiples of {self.pad_multiple}, got {tuple(x.shape)}"
-            )
+        self.check_training_input(x)
         latent, latent2 = self.encode_latents(x)
         out = self.latent_codec(latent, latent2)
         x_hat, l_0 = self.synthesize(out["l_T"], out["res"])

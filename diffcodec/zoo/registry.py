@@ -100,27 +100,29 @@ register(ZooEntry(
 ))
 register(ZooEntry(
     name="stablecodec", method="stablecodec",
-    rates=(),  # λ ∈ {32, 24, 16, 12, 8, 6, 4, 3, 2}: ≈0.0058–0.034 bpp on Kodak, per-rung values TBD
+    # λ 32 … 2: the official Kodak ends (0.00579, 0.03413 bpp) with the rungs between log-linear in λ
+    rates=(0.00579, 0.00696, 0.00902, 0.01085, 0.01406, 0.0169, 0.0219, 0.02633, 0.03413),
     hub_id=None, revision=None, weights_file="stablecodec_ft2.pkl",
     base_model="stabilityai/sd-turbo", base_revision=None,
     base_licence="other (Stability AI Community License)",
     licence="mit",
     paper="StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025, "
           "arXiv:2506.21977)",
-    implemented=False,
-    notes="official stablecodec_ft{λ}.pkl + elic_official.pth are on Google Drive, not the hub",
+    notes="official stablecodec_ft{λ}.pkl + elic_official.pth are on Google Drive, not the hub: download "
+          "them, then `diffcodec convert stablecodec` and load the output folder",
 ))
 register(ZooEntry(
     name="onedc", method="onedc",
-    rates=(),  # λ ∈ {12.2, 7.4, 4.6, 2.9, 1.8, 1.0, 0.6} plus a z-only model at 0.0034 bpp
+    # a z-only model, then λ ∈ {12.2, 7.4, 4.6, 2.9, 1.8, 1.0, 0.6} (nominal Kodak rates of the paper)
+    rates=(0.0034, 0.0101, 0.0165, 0.0245, 0.0354, 0.0506, 0.0775, 0.1115),
     hub_id=None, revision=None,
     base_model="tianweiy/DMD2", base_revision=None,
-    base_licence="see tianweiy/DMD2 and runwayml/stable-diffusion-v1-5 (creativeml-openrail-m)",
+    base_licence="cc-by-nc-sa-4.0 (DMD2 U-Net); creativeml-openrail-m (SD-1.5); openrail++ (SD-2.1 VAE)",
     licence="cc-by-nc-sa-4.0",
     paper="One-Step Diffusion-Based Image Compression with Semantic Distillation (Xue et al., "
           "arXiv:2505.16687)",
-    implemented=False,
-    notes="official model.safetensors + model_1.safetensors per λ are on OneDrive, not the hub",
+    notes="official model.safetensors + model_1.safetensors per λ are on OneDrive, not the hub: download "
+          "them, then `diffcodec convert onedc` and load the output folder",
 ))
 register(ZooEntry(
     name="cadc", method="cadc",
@@ -131,6 +133,6 @@ register(ZooEntry(
     licence="none released",
     paper="CADC: Content Adaptive Diffusion-Based Generative Image Compression (Sheng et al., CVPR 2026, "
           "arXiv:2602.21591)",
-    implemented=False,
-    notes="no official code or weights; diffcodec trains its own",
+    notes="no official code or weights; train with recipes/cadc (bases: stabilityai/sd-turbo, "
+          "Salesforce/blip-image-captioning-base (bsd-3-clause))",
 ))
