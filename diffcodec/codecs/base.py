@@ -205,7 +205,7 @@ class Codec(
         raise NotImplementedError
 
     def check_training_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless x is a (B, 3, H, W) batch with H and W multiples of ``pad_multiple``."""
+        """Raise ``ValueError`` unless x is a (B, 3, H, W) batch, H and W multiples of ``pad_multiple``."""
         multiple = self.pad_multiple
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % multiple or x.shape[-1] % multiple:
             raise ValueError(
