@@ -19,12 +19,12 @@ from diffcodec.bitstream import Bitstream, DecodeError
 from diffcodec.codecs.backbone import reference_configs
 from diffcodec.codecs.calibration import calibrate, folder_images, implied_similarity, timestep_for_similarity
 from diffcodec.codecs.calibration import main as calibration_main
+from diffcodec.codecs.discriminators import LatentDiscriminator
 from diffcodec.codecs.entropy.vq import VectorQuantize, l2norm, pack_indices, packed_size, unpack_indices
 from diffcodec.codecs.oscar import (
     OFFICIAL_TIMESTEPS,
     OSCAR,
     HyperEncoder,
-    LatentDiscriminator,
     SideField,
     channel_norms,
     check_generation,

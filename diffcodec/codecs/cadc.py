@@ -51,6 +51,7 @@ from diffcodec.codecs.backbone import DEFAULT_PROMPT, CaptionPrompt, OneStepBack
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
 from diffcodec.codecs.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
+from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
@@ -58,7 +59,6 @@ from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS
 from diffcodec.codecs.rungs import check_lambda_ladder
 from diffcodec.codecs.stablecodec import (
     BASE_LICENCE,
-    DINOv2Discriminator,
     LatentCodec,
     StableCodec,
     SynthesisTransform,

@@ -17,11 +17,15 @@ inside (the DISTS VGG16) are frozen. Images are (B, 3, H, W) in [0, 1].
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from diffcodec.codecs.backbone import load_component
 
 __all__ = [
     "DISTSLoss",
@@ -161,3 +165,83 @@ def discriminator_loss(
     if kind == "hinge":
         return 0.5 * (F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean())
     raise ValueError(f"GAN loss must be 'non-saturating' or 'hinge', got {kind!r}")
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS v0.1 (Zhang et al., CVPR 2018) as a differentiable loss on images in [−1, 1] (batch mean).
+
+    The reference ``lpips`` package with the offline ImageNet trunk of :mod:`diffcodec.eval.backbones`
+    (StableCodec: ``lpips.LPIPS(net='vgg')``, spec §8.1). Frozen.
+    """
+
+    def __init__(self, net: Literal["alex", "vgg"] = "vgg") -> None:
+        super().__init__()
+        import lpips
+
+        from diffcodec.eval.backbones import load_conv_weights
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        load_conv_weights(self.model.net, "alexnet" if net == "alex" else "vgg16")
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LPIPSLoss:
+        return super().train(False)
+
+    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return self.model(x_hat, x, normalize=False).mean()
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class CLIPLoss(nn.Module):
+    """‖ê(x) − ê(x̂)‖₂ between L2-normalised CLIP image embeddings, batch mean (StableCodec ``CLIPLoss``).
+
+    Preprocessing as the official (spec §8.1): (v + 1)/2 → resize the shorter side to 224 (bilinear, no
+    antialias) → centre crop 224 → CLIP normalisation. ``model``: a hub id or folder of a
+    ``CLIPVisionModelWithProjection`` (``openai/clip-vit-base-patch32``), or a config dict (random init).
+    """
+
+    def __init__(
+        self, model: str | Mapping[str, Any] = "openai/clip-vit-base-patch32", size: int = 224
+    ) -> None:
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        if isinstance(model, Mapping):
+            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**model))
+        else:
+            self.model = load_component(CLIPVisionModelWithProjection.from_pretrained, model, "")
+        self.size = int(model.get("image_size", size)) if isinstance(model, Mapping) else size
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> CLIPLoss:
+        return super().train(False)
+
+    def embed(self, x: Tensor) -> Tensor:
+        x = (x + 1) / 2
+        h, w = x.shape[-2:]
+        short = min(h, w)
+        size = (
+            (self.size, max(self.size, int(self.size * w / short)))
+            if h <= w
+            else (int(self.size * h / short), self.size)
+        )
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
+        x = x[..., top : top + self.size, left : left + self.size]
+        embeds = self.model(pixel_values=(x - self.mean) / self.std).image_embeds
+        return F.normalize(embeds, dim=-1)
+
+    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = self.embed(x)
+        return (self.embed(x_hat) - target).norm(dim=-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------- discriminator

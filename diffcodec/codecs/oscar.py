@@ -48,16 +48,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import UNet2DConditionModel
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
 from diffcodec.codecs import losses
-from diffcodec.codecs.backbone import LearnedEmbedding, OneStepBackbone, tiny_configs
+from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
 from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
+from diffcodec.codecs.discriminators import LatentDiscriminator
 from diffcodec.codecs.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
-from diffcodec.codecs.lora import ONEDC_UNET_TARGETS, LoraSpec, add_lora
 
 __all__ = [
     "LEGACY_TIMESTEPS",
@@ -66,7 +65,6 @@ __all__ = [
     "OSCAR",
     "HyperEncoder",
     "HyperEncoderOutput",
-    "LatentDiscriminator",
     "Rung",
     "SideField",
     "channel_norms",
@@ -316,58 +314,6 @@ def adapter_name(group: str) -> str:
     return f"default_{group}"
 
 
-# ---------------------------------------------------------------------------------------------- discriminator
-#: LoRA targets of the discriminator's U-Net (``oscar.md`` §7.5): the same list as OneDC's U-Net LoRA.
-DISCRIMINATOR_LORA_TARGETS = ONEDC_UNET_TARGETS
-
-
-def unet_encoder_features(
-    unet: UNet2DConditionModel, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
-) -> torch.Tensor:
-    """The U-Net's mid-block output (time embedding → conv_in → down blocks → mid block), from its
-    public submodules; what the official ``as_discriminator=True`` early return gives."""
-    emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
-    h = unet.conv_in(sample)
-    for block in unet.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
-        else:
-            h, _ = block(hidden_states=h, temb=emb)
-    return unet.mid_block(h, emb, encoder_hidden_states=context)
-
-
-class LatentDiscriminator(nn.Module):
-    """OSCAR's latent discriminator (paper §3.4 "pre-trained UNet encoder + lightweight head", §7.5).
-
-    The given SD U-Net (pass a copy: it is modified) without its up blocks (frozen, with a LoRA ``r``=16,
-    alpha 8, default init) and a learned (L, dim) embedding give mid-block features of a *noised* latent;
-    the head Conv4×4(C→2C) → GroupNorm(32) → SiLU → Conv4×4(2C→1) turns them into a logit map. Trainable: the
-    LoRA, the embedding and the head (the official code trains only the head, see the module docstring).
-    """
-
-    def __init__(self, unet: UNet2DConditionModel, *, lora_rank: int = 16, lora_alpha: float = 8.0,
-                 embedding_length: int = 77) -> None:  # fmt: skip
-        super().__init__()
-        for part in ("up_blocks", "conv_out"):  # as the official code; conv_norm_out stays (unused)
-            if getattr(unet, part, None) is not None:
-                delattr(unet, part)
-        unet.requires_grad_(False)
-        add_lora(
-            unet, "default", LoraSpec(DISCRIMINATOR_LORA_TARGETS, rank=lora_rank, alpha=lora_alpha, init=True)
-        )
-        self.unet = unet
-        dim = unet.config.cross_attention_dim
-        self.embedding = LearnedEmbedding(embedding_length, int(dim if isinstance(dim, int) else dim[0]))
-        width = int(unet.config.block_out_channels[-1])
-        self.cls_pred_branch = nn.Sequential(
-            nn.Conv2d(width, 2 * width, 4, 1, 1), nn.GroupNorm(32, 2 * width), nn.SiLU(),
-            nn.Conv2d(2 * width, 1, 4, 1, 1),
-        )  # fmt: skip
-
-    def forward(self, latent: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 1, h', w') of a noised latent at ``timesteps`` (B,)."""
-        context = self.embedding(latent.shape[0])
-        return self.cls_pred_branch(unet_encoder_features(self.unet, latent, timesteps, context))
 
 
 # ---------------------------------------------------------------------------------------------- codec

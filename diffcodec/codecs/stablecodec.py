@@ -40,7 +40,6 @@ follows the paper / does it right (spec §13):
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Literal
@@ -56,7 +55,6 @@ from diffcodec.codecs.backbone import (
     DEFAULT_PROMPT,
     FixedPrompt,
     OneStepBackbone,
-    load_component,
     tiny_configs,
 )
 from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
@@ -69,11 +67,13 @@ from diffcodec.codecs.blocks import (
     Upsample,
     conv3x3,
 )
+from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.elic import ELICAnalysisTransform
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
+from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.imageio import ImageLike, to_pil, to_tensor
 from diffcodec.training.accumulation import GradientAccumulation
@@ -86,16 +86,12 @@ __all__ = [
     "SMALL_LATENT_CODEC",
     "AnalysisTransform",
     "AuxDecoder",
-    "CLIPLoss",
-    "DINOv2Discriminator",
-    "LPIPSLoss",
     "LatentCodec",
     "SideField",
     "StableCodec",
     "SynthesisTransform",
     "adain_color_fix",
     "color_statistics",
-    "diff_augment",
     "small_backbone_config",
 ]
 
@@ -703,220 +699,3 @@ class StableCodec(PerRateCodec):
             weight_decay=hp.weight_decay,
         )
         return [generator, discriminator]
-
-
-# ---------------------------------------------------------------------------------------------- losses
-class LPIPSLoss(nn.Module):
-    """LPIPS v0.1 (Zhang et al., CVPR 2018) as a differentiable loss on images in [−1, 1] (batch mean).
-
-    The reference ``lpips`` package with the offline ImageNet trunk of :mod:`diffcodec.eval.backbones`
-    (StableCodec: ``lpips.LPIPS(net='vgg')``, spec §8.1). Frozen.
-    """
-
-    def __init__(self, net: Literal["alex", "vgg"] = "vgg") -> None:
-        super().__init__()
-        import lpips
-
-        from diffcodec.eval.backbones import load_conv_weights
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
-        load_conv_weights(self.model.net, "alexnet" if net == "alex" else "vgg16")
-        self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> LPIPSLoss:
-        return super().train(False)
-
-    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        return self.model(x_hat, x, normalize=False).mean()
-
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class CLIPLoss(nn.Module):
-    """‖ê(x) − ê(x̂)‖₂ between L2-normalised CLIP image embeddings, batch mean (StableCodec ``CLIPLoss``).
-
-    Preprocessing as the official (spec §8.1): (v + 1)/2 → resize the shorter side to 224 (bilinear, no
-    antialias) → centre crop 224 → CLIP normalisation. ``model``: a hub id or folder of a
-    ``CLIPVisionModelWithProjection`` (``openai/clip-vit-base-patch32``), or a config dict (random init).
-    """
-
-    def __init__(
-        self, model: str | Mapping[str, Any] = "openai/clip-vit-base-patch32", size: int = 224
-    ) -> None:
-        super().__init__()
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        if isinstance(model, Mapping):
-            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**model))
-        else:
-            self.model = load_component(CLIPVisionModelWithProjection.from_pretrained, model, "")
-        self.size = int(model.get("image_size", size)) if isinstance(model, Mapping) else size
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-        self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> CLIPLoss:
-        return super().train(False)
-
-    def embed(self, x: Tensor) -> Tensor:
-        x = (x + 1) / 2
-        h, w = x.shape[-2:]
-        short = min(h, w)
-        size = (
-            (self.size, max(self.size, int(self.size * w / short)))
-            if h <= w
-            else (int(self.size * h / short), self.size)
-        )
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
-        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size]
-        embeds = self.model(pixel_values=(x - self.mean) / self.std).image_embeds
-        return F.normalize(embeds, dim=-1)
-
-    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            target = self.embed(x)
-        return (self.embed(x_hat) - target).norm(dim=-1).mean()
-
-
-# ---------------------------------------------------------------------------------------------- discriminator
-def diff_augment(x: Tensor, policy: str = "color,translation,cutout") -> Tensor:
-    """DiffAugment (Zhao et al., NeurIPS 2020) on a batch in [−1, 1]; the same transform is applied
-    differentiably. ``policy``: comma-separated subset of color, translation, cutout."""
-    b, _, h, w = x.shape
-    device = x.device
-    for name in [p for p in policy.split(",") if p]:
-        if name == "color":
-            x = x + (torch.rand(b, 1, 1, 1, device=device) - 0.5)
-            mean = x.mean(dim=1, keepdim=True)
-            x = (x - mean) * (torch.rand(b, 1, 1, 1, device=device) * 2) + mean
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * (torch.rand(b, 1, 1, 1, device=device) + 0.5) + mean
-        elif name == "translation":
-            sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
-            ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=device)
-            tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=device)
-            gb, gy, gx = _grid(b, h, w, device)
-            gy = torch.clamp(gy + ty + 1, 0, h + 1)
-            gx = torch.clamp(gx + tx + 1, 0, w + 1)
-            x = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)[gb, gy, gx].permute(0, 3, 1, 2)
-        elif name == "cutout":
-            ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
-            oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=device)
-            ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=device)
-            gb, gy, gx = _grid(b, ch, cw, device)
-            gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
-            gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
-            mask = torch.ones(b, h, w, dtype=x.dtype, device=device)
-            mask[gb, gy, gx] = 0
-            x = x * mask.unsqueeze(1)
-        else:
-            raise ValueError(f"unknown DiffAugment policy {name!r}; use color, translation, cutout")
-    return x
-
-
-def _grid(*sizes_and_device: Any) -> tuple[Tensor, ...]:
-    *sizes, device = sizes_and_device
-    return torch.meshgrid(*(torch.arange(n, device=device) for n in sizes), indexing="ij")
-
-
-class BlurPool(nn.Module):
-    """Depthwise 4×4 binomial blur ([1,3,3,1]ᵀ[1,3,3,1]/64), zero padding ``pad``, stride 1."""
-
-    def __init__(self, channels: int, pad: int) -> None:
-        super().__init__()
-        taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
-        kernel = (taps[:, None] * taps[None, :]) / 64
-        self.register_buffer("kernel", kernel.expand(channels, 1, 4, 4).contiguous(), persistent=False)
-        self.pad = pad
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(F.pad(x, (self.pad,) * 4), self.kernel, groups=x.shape[1])
-
-
-class DINOv2Discriminator(nn.Module):
-    """Vision-aided discriminator (Kumari et al., CVPR 2022) on frozen DINOv2-with-registers features,
-    StableCodec's ``cv_type='dinov2_reg', output_type='conv_multi_level'`` (spec §8.3).
-
-    DiffAugment → [0, 1] → area resize to 224² → ImageNet normalisation → ViT-B/14 (frozen); three levels:
-    patch tokens after blocks 4 and 8 (16×16 maps; each a head BlurPool → SN-Conv3×3/2 → LeakyReLU 0.2 →
-    BlurPool → SN-Conv1×1/2 → 4×4 logits) and the class token after block 11 (SN-Linear → LeakyReLU 0.2 →
-    SN-Linear ``out``). 1,868,547 trainable parameters at width 768. The backbone comes from transformers
-    (``facebook/dinov2-with-registers-base``) instead of ``torch.hub``; its position embedding is
-    interpolated by the model (bicubic) rather than resampled once with timm — the same operation.
-    """
-
-    def __init__(
-        self,
-        model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
-        *,
-        policy: str = "color,translation,cutout",
-        layers: tuple[int, int, int] = (4, 8, 11),
-        channels: int = 128,
-        size: int = 224,
-    ) -> None:
-        super().__init__()
-        from torch.nn.utils.parametrizations import spectral_norm
-        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-        if model is None or isinstance(model, Mapping):
-            self.backbone = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**dict(model or {})))
-        else:
-            self.backbone = load_component(Dinov2WithRegistersModel.from_pretrained, model, "")
-        self.backbone.eval().requires_grad_(False)
-        config = self.backbone.config
-        if max(layers) >= config.num_hidden_layers:
-            raise ValueError(f"layers {layers} exceed the backbone's {config.num_hidden_layers} blocks")
-        self.layers, self.policy, self.size = tuple(layers), policy, size
-        self.prefix_tokens = 1 + int(config.num_register_tokens)
-        dim = int(config.hidden_size)
-
-        def conv_head() -> nn.Sequential:
-            return nn.Sequential(
-                BlurPool(dim, 2), spectral_norm(nn.Conv2d(dim, channels, 3, stride=2)), nn.LeakyReLU(0.2),
-                BlurPool(channels, 1), spectral_norm(nn.Conv2d(channels, 1, 1, stride=2)),
-            )  # fmt: skip
-
-        self.heads = nn.ModuleList([conv_head(), conv_head()])
-        self.cls_head = nn.Sequential(spectral_norm(nn.Linear(dim, channels)), nn.LeakyReLU(0.2))
-        self.out = spectral_norm(nn.Linear(channels, 1))
-        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True) -> DINOv2Discriminator:
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """Logits per level for images in [−1, 1]: [(B, 4, 4), (B, 4, 4), (B, 1)] at 224²."""
-        x = diff_augment(x, self.policy) if self.policy else x
-        x = F.interpolate(x * 0.5 + 0.5, size=(self.size, self.size), mode="area")
-        hidden = self.backbone(
-            pixel_values=(x - self.mean) / self.std, output_hidden_states=True
-        ).hidden_states
-        norm = self.backbone.layernorm
-        grid = self.size // self.backbone.config.patch_size
-        logits = []
-        for head, layer in zip(self.heads, self.layers[:2]):
-            tokens = norm(hidden[layer + 1])[:, self.prefix_tokens :]
-            feature = tokens.transpose(1, 2).reshape(x.shape[0], -1, grid, grid)
-            logits.append(head(feature).squeeze(1))
-        logits.append(self.out(self.cls_head(norm(hidden[self.layers[2] + 1])[:, 0])))
-        return logits
-
-    @staticmethod
-    def loss(logits: Sequence[Tensor], target: float) -> Tensor:
-        """``multilevel_sigmoid_s``: BCE-with-logits against ``target`` per level (mean over each map), summed
-        over the levels, mean over the batch."""
-        total = 0
-        for level in logits:
-            per_item = F.binary_cross_entropy_with_logits(
-                level, torch.full_like(level, target), reduction="none"
-            )
-            total = total + per_item.flatten(1).mean(dim=1)
-        return total.mean()
