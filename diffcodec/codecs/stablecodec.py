@@ -39,7 +39,6 @@ follows the paper / does it right (spec §13):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Literal
@@ -69,7 +68,7 @@ from diffcodec.codecs.blocks import (
 )
 from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.elic import ELICAnalysisTransform
-from diffcodec.codecs.entropy.factorized import EntropyBottleneck
+from diffcodec.codecs.entropy.factorized import EntropyBottleneck, modern_parameter_name
 from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
@@ -186,10 +185,6 @@ SMALL_LATENT_CODEC: dict[str, Any] = {
 }  # fmt: skip
 #: A small ELIC g_a matching :data:`SMALL_LATENT_CODEC` (M = its ``aux_channels``).
 SMALL_ELIC: dict[str, int] = {"N": 16, "M": 32}
-
-
-_LEGACY_BOTTLENECK_KEY = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
-_LEGACY_LISTS = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
 
 
 class LatentCodec(nn.Module):
@@ -317,9 +312,8 @@ class LatentCodec(nn.Module):
                 if key.startswith(old):
                     key = new + key[len(old) :]
                     break
-            legacy = _LEGACY_BOTTLENECK_KEY.match(key)
-            if legacy is not None:
-                key = f"entropy_bottleneck.{_LEGACY_LISTS[legacy.group(1)]}.{int(legacy.group(2))}"
+            if key.startswith("entropy_bottleneck."):
+                key = "entropy_bottleneck." + modern_parameter_name(key[len("entropy_bottleneck.") :])
             if key in renamed:
                 raise KeyError(f"{key} appears twice in the official state dict (old and new names)")
             renamed[key] = value

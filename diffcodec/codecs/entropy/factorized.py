@@ -32,6 +32,13 @@ _LEGACY_KEY = re.compile(r"^_(matrix|bias|factor)(\d+)$")
 _LEGACY_TO_LIST = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
 
 
+def modern_parameter_name(name: str) -> str:
+    """compressai <= 1.2.6's ``_matrix{i}`` / ``_bias{i}`` / ``_factor{i}`` → ``matrices.{i}`` / … (others
+    unchanged); ``name`` is relative to the EntropyBottleneck."""
+    match = _LEGACY_KEY.match(name)
+    return name if match is None else f"{_LEGACY_TO_LIST[match.group(1)]}.{int(match.group(2))}"
+
+
 def _cumulative_logits(
     inputs: Tensor, matrices: Sequence[Tensor], biases: Sequence[Tensor], factors: Sequence[Tensor]
 ) -> Tensor:
@@ -258,10 +265,9 @@ class EntropyBottleneck(EntropyModel):
         # compressai <= 1.2.6 named the parameters _matrix{i}, _bias{i}, _factor{i}; >= 1.2.7 (and this class)
         # use ParameterLists matrices.{i}, biases.{i}, factors.{i}. Accept both (spec stablecodec.md §5.1).
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            match = _LEGACY_KEY.match(key[len(prefix) :])
-            if match is None:
+            new_key = prefix + modern_parameter_name(key[len(prefix) :])
+            if new_key == key:
                 continue
-            new_key = f"{prefix}{_LEGACY_TO_LIST[match.group(1)]}.{int(match.group(2))}"
             if new_key in state_dict:
                 error_msgs.append(f"both {key!r} and {new_key!r} are in the state dict")
                 continue
