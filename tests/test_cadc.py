@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from recipe_utils import write_test_recipe
 
 from diffcodec.bitstream import Bitstream, DecodeError
 from diffcodec.codecs.cadc import (
@@ -251,17 +252,7 @@ def test_small_cpu_recipe_stage1_then_stage2(tmp_path: Path, photos_dir: Path) -
         config["data"]["init_args"].update(
             train_dir=str(folder), val_dir=str(folder), num_workers=0, val_max_images=1
         )
-        config["trainer"].update(
-            max_steps=2, val_check_interval=1, limit_val_batches=1, log_every_n_steps=1,
-            enable_progress_bar=False, default_root_dir=str(tmp_path / name),
-            logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                     "init_args": {"save_dir": str(tmp_path / name)}}],
-            callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                        "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "filename": "last"}}],
-        )  # fmt: skip
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_test_recipe(config, tmp_path, name, max_steps=2, val_check_interval=1)
 
     assert run_argv("fit", ["-c", str(recipe("stage1", 1))]) == 0
     assert read_lightning_checkpoint(tmp_path / "stage1/ckpt/last.ckpt")["global_step"] == 2

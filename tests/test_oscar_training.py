@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from recipe_utils import write_test_recipe
 
 from diffcodec.codecs import losses
 from diffcodec.codecs.oscar import OSCAR
@@ -74,17 +75,7 @@ def _recipe(tmp_path: Path, folder: Path, name: str, stage: int, max_steps: int)
     recipe["data"]["init_args"].update(
         train_dir=str(folder), val_dir=str(folder), crops=64, batch_size=2, num_workers=0, val_max_images=1
     )
-    recipe["trainer"].update(
-        max_steps=max_steps, val_check_interval=1, limit_val_batches=1, log_every_n_steps=1,
-        enable_progress_bar=False, default_root_dir=str(tmp_path / name),
-        logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                 "init_args": {"save_dir": str(tmp_path / name)}}],
-        callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "filename": "last"}}],
-    )  # fmt: skip
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return write_test_recipe(recipe, tmp_path, name, max_steps=max_steps, val_check_interval=1)
 
 
 def test_small_cpu_recipe_stage1_then_stage2(tmp_path: Path, photos_dir: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from recipe_utils import write_test_recipe
 from torch.utils.data import DataLoader
 
 from diffcodec.codecs.stablecodec import StableCodec
@@ -26,17 +27,8 @@ def _recipe(tmp_path: Path, folder: Path, name: str, **model: object) -> Path:
     recipe["data"]["init_args"].update(
         train_dir=str(folder), val_dir=str(folder), num_workers=0, val_max_images=1
     )
-    recipe["trainer"].update(
-        max_steps=2 if model.get("stage") == 2 else 1, val_check_interval=2, limit_val_batches=1,
-        log_every_n_steps=1, enable_progress_bar=False, default_root_dir=str(tmp_path / name),
-        logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                 "init_args": {"save_dir": str(tmp_path / name)}}],
-        callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "filename": "last"}}],
-    )  # fmt: skip
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    max_steps = 2 if model.get("stage") == 2 else 1
+    return write_test_recipe(recipe, tmp_path, name, max_steps=max_steps, val_check_interval=2)
 
 
 @pytest.mark.heavy
