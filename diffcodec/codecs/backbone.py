@@ -489,6 +489,18 @@ class OneStepBackbone(nn.Module):
         )
         return cls(vae, unet, scheduler_config, conditioning=source, **kwargs)
 
+    def base_configs(self) -> dict[str, dict[str, Any]]:
+        """The configs that rebuild this backbone's architecture with :meth:`from_config` (JSON values).
+
+        The U-Net config keeps its original ``in_channels`` (a widened ``conv_in`` is re-created by the
+        owner's ``conv_in_channels``).
+        """
+        return {
+            "vae_config": _plain_config(self.vae.config),
+            "unet_config": _plain_config(self.unet.config),
+            "scheduler_config": _plain_config(self.scheduler_config),
+        }
+
     # ------------------------------------------------------------------ properties
     @property
     def latent_channels(self) -> int:
@@ -871,6 +883,38 @@ def _fill_base_keys(
             state_dict[prefix + key] = value
 
 
+BackboneSource = Mapping[str, Any] | str | os.PathLike | None
+
+
+def small_backbone(
+    source: BackboneSource, default_configs: Mapping[str, Any], **kwargs: Any
+) -> OneStepBackbone:
+    """The backbone of a small model (not a full-size SD one), base weights persisted in its checkpoints.
+
+    ``source`` is None (random init from ``default_configs``), a mapping of configs (``vae_config``,
+    ``unet_config``, ``scheduler_config``; random init), or the folder of a small base model trained by
+    :mod:`diffcodec.training.small_base` (``vae/``, ``unet/``, ``scheduler/``). ``kwargs`` go to
+    :meth:`OneStepBackbone.from_config` / :meth:`~OneStepBackbone.from_pretrained` (conditioning, conv_in, …).
+    A saved codec records :meth:`OneStepBackbone.base_configs` instead of the folder, so it loads anywhere.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return OneStepBackbone.from_pretrained(source, persist_base=True, **kwargs)
+    configs = dict(source if source is not None else default_configs)
+    missing = {"vae_config", "unet_config", "scheduler_config"} - set(configs)
+    if missing:
+        raise ValueError(f"backbone configs need {sorted(missing)}; got {sorted(configs)}")
+    return OneStepBackbone.from_config(**configs, persist_base=True, **kwargs)
+
+
+def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers config as plain JSON values (tuples → lists, without private ``_`` entries)."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dict(config).items()
+        if not key.startswith("_")
+    }
+
+
 def _make_conditioning(
     kind: ConditioningKind | Conditioning | None,
     unet: UNet2DConditionModel,
@@ -916,6 +960,7 @@ def _check_map(tensor: torch.Tensor, channels: int, what: str) -> None:
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "BackboneSource",
     "BaseModelNotFoundError",
     "CaptionPrompt",
     "Conditioning",
@@ -928,5 +973,6 @@ __all__ = [
     "encode_text",
     "load_component",
     "reference_configs",
+    "small_backbone",
     "tiny_configs",
 ]

@@ -47,7 +47,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.backbone import DEFAULT_PROMPT, CaptionPrompt, OneStepBackbone
+from diffcodec.codecs.backbone import (
+    DEFAULT_PROMPT,
+    BackboneSource,
+    CaptionPrompt,
+    OneStepBackbone,
+    small_backbone,
+)
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
 from diffcodec.codecs.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
@@ -381,7 +387,7 @@ class CADC(StableCodec):
         ugaq: bool = True,
         adgic: bool = True,
         captioning: bool = True,
-        backbone: Mapping[str, Any] | None = None,
+        backbone: BackboneSource = None,
         text_encoder: Mapping[str, Any] | None = None,
         base_model: str | None = None,
         base_revision: str | None = None,
@@ -435,9 +441,9 @@ class CADC(StableCodec):
             )  # fmt: skip
         else:
             conditioning = small_caption_conditioning(dict(text_encoder or SMALL_TEXT_ENCODER), prompt)
-            self.backbone = OneStepBackbone.from_config(
-                **dict(backbone or small_backbone_config()), conditioning=conditioning, conv_in_channels=m,
-                timestep=timestep, persist_base=True,
+            self.backbone = small_backbone(
+                backbone, small_backbone_config(), conditioning=conditioning, conv_in_channels=m,
+                timestep=timestep,
             )  # fmt: skip
         self.backbone.conditioning.separator = caption_separator
         if self.backbone.latent_channels != self.latent_codec.sd_channels:

@@ -64,11 +64,13 @@ from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
 from diffcodec.codecs.backbone import (
+    BackboneSource,
     ExternalTokens,
     OneStepBackbone,
     encode_text,
     load_component,
     reference_configs,
+    small_backbone,
     tiny_configs,
 )
 from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
@@ -681,7 +683,7 @@ class OneDC(PerRateCodec):
         rates: Sequence[float] | None = None,
         z_only: Sequence[bool] | None = None,
         latent_codec: Mapping[str, Any] | None = None,
-        backbone: Mapping[str, Any] | None = None,
+        backbone: BackboneSource = None,
         base_unet: str | None = None,
         base_unet_revision: str | None = None,
         base_unet_file: str = DMD2_UNET_FILE,
@@ -742,9 +744,8 @@ class OneDC(PerRateCodec):
             vae = load_component(AutoencoderKL.from_pretrained, base_vae, "vae", revision=base_vae_revision)
             self.backbone = OneStepBackbone(vae, unet, scheduler, **options)
         else:
-            configs = dict(backbone or small_backbone_config(semantic))
-            self.backbone = OneStepBackbone.from_config(
-                configs["vae_config"], configs["unet_config"], scheduler, persist_base=True, **options
+            self.backbone = small_backbone(
+                backbone, {**small_backbone_config(semantic), "scheduler_config": scheduler}, **options
             )
         if self.backbone.cross_attention_dim != semantic:
             raise ValueError(
@@ -1026,5 +1027,3 @@ class OneDC(PerRateCodec):
             adamw(params, hp.learning_rate),
             adamw(self.guidance.guidance_parameters(), hp.guidance_learning_rate),
         ]
-
-

@@ -52,7 +52,7 @@ from torch import nn
 
 from diffcodec.bitstream import DecodeError
 from diffcodec.codecs import losses
-from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
+from diffcodec.codecs.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
 from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
 from diffcodec.codecs.discriminators import LatentDiscriminator
@@ -314,8 +314,6 @@ def adapter_name(group: str) -> str:
     return f"default_{group}"
 
 
-
-
 # ---------------------------------------------------------------------------------------------- codec
 def small_config(cross_attention_dim: int = 32) -> dict[str, dict[str, Any]]:
     """A small random-init SD-2.1-like backbone (v-prediction) for tests and CPU runs (``backbone=``)."""
@@ -360,7 +358,7 @@ class OSCAR(Codec):
         hyper_channels: int = 192,
         hyper_latent_channels: int = 320,
         codebook_dim: int = 32,
-        backbone: Mapping[str, Any] | None = None,
+        backbone: BackboneSource = None,
         base_model: str | None = None,
         base_revision: str | None = None,
         lora_rank: int = 16,
@@ -404,9 +402,8 @@ class OSCAR(Codec):
                 base_model, base_revision, conditioning="learned", prompt_length=embedding_length
             )
         else:
-            configs = dict(backbone or small_config())
-            self.backbone = OneStepBackbone.from_config(
-                **configs, conditioning="learned", prompt_length=embedding_length, persist_base=True
+            self.backbone = small_backbone(
+                backbone, small_config(), conditioning="learned", prompt_length=embedding_length
             )
         self._timesteps = self._checked_timesteps(timesteps)
         self._rates = tuple(rung.nominal_bpp(self.backbone.vae_scale_factor) for rung in self.rung_table)

@@ -52,8 +52,10 @@ from torch import Tensor, nn
 from diffcodec.bitstream import Bitstream, DecodeError
 from diffcodec.codecs.backbone import (
     DEFAULT_PROMPT,
+    BackboneSource,
     FixedPrompt,
     OneStepBackbone,
+    small_backbone,
     tiny_configs,
 )
 from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
@@ -428,7 +430,7 @@ class StableCodec(PerRateCodec):
         latent_codec: Mapping[str, Any] | None = None,
         elic: Mapping[str, int] | None = None,
         elic_checkpoint: str | None = None,
-        backbone: Mapping[str, Any] | None = None,
+        backbone: BackboneSource = None,
         base_model: str | None = None,
         base_revision: str | None = None,
         encode_prompt: bool = True,
@@ -484,13 +486,12 @@ class StableCodec(PerRateCodec):
                 conv_in_channels=m, timestep=timestep,
             )  # fmt: skip
         else:
-            configs = dict(backbone or small_backbone_config())
-            generator = torch.Generator().manual_seed(0)
-            dim = int(configs["unet_config"]["cross_attention_dim"])
-            embedding = FixedPrompt(torch.randn(1, 77, dim, generator=generator), prompt)
-            self.backbone = OneStepBackbone.from_config(
-                **configs, conditioning=embedding, conv_in_channels=m, timestep=timestep, persist_base=True
+            self.backbone = small_backbone(
+                backbone, small_backbone_config(), conv_in_channels=m, timestep=timestep
             )
+            generator = torch.Generator().manual_seed(0)
+            dim = self.backbone.cross_attention_dim
+            self.backbone.conditioning = FixedPrompt(torch.randn(1, 77, dim, generator=generator), prompt)
         if self.backbone.latent_channels != codec_args.get("sd_channels", 4):
             raise ValueError("the VAE's latent channels must equal the latent codec's sd_channels")
         self.backbone.add_lora(_UNET_ADAPTER, STABLECODEC_UNET_TARGETS, rank=unet_lora_rank, alpha=lora_alpha)

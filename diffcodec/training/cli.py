@@ -55,10 +55,16 @@ def make_cli(args: Sequence[str], *, run: bool = True) -> DiffcodecCLI:
 
 
 def export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a Lightning .ckpt written by `diffcodec fit`")
+    parser.add_argument(
+        "checkpoint", nargs="+",
+        help="a Lightning .ckpt from `diffcodec fit`; several one-λ runs (ascending rate) make one ladder",
+    )  # fmt: skip
     parser.add_argument("out_dir", help="folder to write (config.json, model.safetensors, README.md)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="also upload the folder to this hub repo")
     parser.add_argument("--private", action="store_true", help="create the hub repo as private")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", help="nominal bpp of each rung of a ladder (ascending)"
+    )
 
 
 def run_argv(command: str, argv: Sequence[str]) -> int:
@@ -77,9 +83,10 @@ def run_argv(command: str, argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         try:
             out = export_checkpoint(
-                args.checkpoint, args.out_dir, push_to_hub=args.push_to_hub, private=args.private
-            )
-        except (FileNotFoundError, CheckpointError, TypeError) as error:
+                args.checkpoint, args.out_dir, rates=args.rates, push_to_hub=args.push_to_hub,
+                private=args.private,
+            )  # fmt: skip
+        except (FileNotFoundError, CheckpointError, TypeError, ValueError) as error:
             print(f"diffcodec export: {error}", file=sys.stderr)
             return 2
         print(f"exported to {out}; load it with diffcodec.load({str(out)!r})")

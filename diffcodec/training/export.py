@@ -11,7 +11,10 @@ checkpoint; its trained weights are loaded with the key check of
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from diffcodec.codecs.base import Codec
 from diffcodec.training.checkpoint import CODEC_KEY, load_training_state
@@ -39,15 +42,81 @@ def codec_from_checkpoint(path: str | os.PathLike) -> Codec:
     return codec.eval()
 
 
+def codec_from_ladder(
+    checkpoints: Sequence[str | os.PathLike], rates: Sequence[float] | None = None
+) -> Codec:
+    """One per-rate codec from single-λ training runs: rung k gets the weights of ``checkpoints[k]``.
+
+    StableCodec, CADC and OneDC train one model per λ (StableCodec §4.1, CADC §4.1, OneDC §4.2); a
+    :class:`~diffcodec.codecs.rungs.PerRateCodec` holds them as the rungs of one ladder. Each checkpoint
+    must be a one-rung run of the same class and constructor arguments except ``lambdas`` / ``rates`` /
+    ``stage``, given in ascending rate order; the weights the rungs share (frozen base, ELIC, prompt)
+    must be identical in all of them. ``rates`` are the nominal bpp of the rungs (default: placeholders).
+    The ladder is built for inference (``stage=0``): training-only modules are left out.
+    """
+    from diffcodec.codecs.rungs import PerRateCodec
+
+    if not checkpoints:
+        raise ValueError("a ladder needs at least one checkpoint")
+    singles = [codec_from_checkpoint(path) for path in checkpoints]
+    first = singles[0]
+    if not isinstance(first, PerRateCodec):
+        raise TypeError(f"{type(first).__name__} is not a per-λ codec; its rungs are trained together")
+    varying = {"lambdas", "rates", "stage"}
+    shared_args = {k: v for k, v in first._diffcodec_init_args.items() if k not in varying}
+    for path, codec in zip(checkpoints, singles):
+        if type(codec) is not type(first) or codec.num_rungs != 1:
+            raise CheckpointError(f"{path}: expected a one-rung {type(first).__name__} run")
+        args = {k: v for k, v in codec._diffcodec_init_args.items() if k not in varying}
+        if args != shared_args:
+            different = sorted(k for k in set(args) | set(shared_args) if args.get(k) != shared_args.get(k))
+            raise CheckpointError(f"{path}: constructor arguments {different} differ from {checkpoints[0]}")
+    lambdas = [codec.lambdas[0] for codec in singles]
+    ladder = type(first)(
+        **decode_init_args(type(first), {**shared_args, "stage": 0}), lambdas=lambdas, rates=rates
+    )
+    kept = set(ladder._module_state())  # stage-0 modules only: training-only heads are left out
+    shared = {k: v for k, v in first._module_state().items() if k in kept and not first.is_rung_key(k)}
+    result = ladder.load_state_dict(shared, strict=False)
+    wrong = [k for k in result.missing_keys if not ladder.is_rung_key(k)] + list(result.unexpected_keys)
+    if wrong:
+        raise CheckpointError(f"the ladder does not take the shared weights of {checkpoints[0]}: {wrong[:5]}")
+    for rung, (path, codec) in enumerate(zip(checkpoints, singles)):
+        differs = [
+            k for k, v in codec._module_state().items()
+            if k in shared and not torch.equal(v, shared[k])
+        ]  # fmt: skip
+        if differs:
+            raise CheckpointError(
+                f"{path}: weights every rung shares differ from {checkpoints[0]} ({differs[:4]}); train the "
+                "rungs from one stage-1 checkpoint with those modules frozen"
+            )
+        ladder.set_rung(rung)
+        ladder.load_rung_state_dict(codec.rung_state_dict())
+    ladder.set_rung(0)
+    return ladder.eval()
+
+
 def export_checkpoint(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
+    rates: Sequence[float] | None = None,
     push_to_hub: str | None = None,
     private: bool = False,
 ) -> Path:
-    """Write the codec of ``checkpoint`` to ``out_dir`` with ``save_pretrained``; optionally upload it."""
-    codec = codec_from_checkpoint(checkpoint)
+    """Write the codec of ``checkpoint`` to ``out_dir`` with ``save_pretrained``; optionally upload it.
+
+    ``checkpoint`` may be a list of one-λ runs, exported as one ladder (:func:`codec_from_ladder`).
+    """
+    if isinstance(checkpoint, (list, tuple)):
+        codec = (
+            codec_from_ladder(checkpoint, rates)
+            if len(checkpoint) > 1
+            else codec_from_checkpoint(checkpoint[0])
+        )
+    else:
+        codec = codec_from_checkpoint(checkpoint)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if push_to_hub:

@@ -245,6 +245,11 @@ def codec_config(codec: Codec) -> dict[str, Any]:
         raise TypeError(
             f"cannot save {cls.__name__}: required constructor argument(s) {missing} were not recorded"
         )
+    backbone = getattr(codec, "backbone", None)
+    if isinstance(init_args.get("backbone"), str) and hasattr(backbone, "base_configs"):
+        # a small base-model folder (diffcodec.training.small_base): its weights are saved with the codec,
+        # so config.json records the architecture, not a path that exists only on the training machine
+        init_args["backbone"] = backbone.base_configs()
     base = codec.base_model_ref()
     base_weights = base_state(codec)
     return {

@@ -1,0 +1,74 @@
+"""Finishing steps of ``recipes/bundled/train.sh`` for one exported small model.
+
+    python recipes/bundled/finish.py rates FOLDER               # nominal bpp of each rung (printed)
+    python recipes/bundled/finish.py card FOLDER RECORD METHOD  # append the training record to README.md
+
+The nominal rates are the mean real file sizes of four bundled training photos (centre 512×512 crops),
+never Kodak (the test set).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "photos"
+RATE_PHOTOS = 4
+CROP = 512
+
+
+def photo_crops() -> list[Image.Image]:
+    paths = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    crops = []
+    for path in paths[:RATE_PHOTOS]:
+        image = Image.open(path).convert("RGB")
+        left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
+        crops.append(image.crop((left, top, left + CROP, top + CROP)))
+    return crops
+
+
+def rates(folder: str) -> list[float]:
+    import diffcodec
+
+    codec = diffcodec.load(folder)
+    crops = photo_crops()
+    measured = []
+    for rung in range(codec.num_rungs):
+        sizes = [len(codec.compress(image, quality=rung).to_bytes()) for image in crops]
+        measured.append(8 * sum(sizes) / (len(crops) * CROP * CROP))
+    for k in range(1, len(measured)):  # a ladder's nominal rates must ascend
+        measured[k] = max(measured[k], measured[k - 1] * 1.001)
+    return [round(r, 5) for r in measured]
+
+
+def card(folder: str, record: str, method: str) -> None:
+    lines = [line.split("\t") for line in Path(record).read_text().splitlines() if line.strip()]
+    mine = [(tag, seconds, command) for tag, seconds, command in lines if tag in (method, "base")]
+    total = sum(int(seconds) for _, seconds, _ in mine)
+    text = [
+        "",
+        "## Training record",
+        "",
+        "Trained by diffcodec on the bundled photos (`../shared/data/photos`, 36 images; never Kodak) with",
+        "`bash recipes/bundled/train.sh` (commands below, in order; `base` is the small base model shared by",
+        f"the bundled models). Total wall time of these steps: {total / 60:.1f} min.",
+        "",
+        "| step | wall time (s) | command |",
+        "|---|---:|---|",
+        *[f"| {tag} | {seconds} | `{command}` |" for tag, seconds, command in mine],
+        "",
+    ]
+    readme = Path(folder) / "README.md"
+    readme.write_text(readme.read_text() + "\n".join(text))
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "rates":
+        print(" ".join(str(r) for r in rates(*args)))
+    elif command == "card":
+        card(*args)
+    else:
+        raise SystemExit(f"unknown command {command!r}; expected rates or card")
