@@ -52,7 +52,11 @@ def main() -> None:
         for rung, (bpp, psnr, lpips) in enumerate(measured[name]):
             print(f"  q{rung}  bpp {bpp:.4f}  PSNR {psnr:.2f} dB  LPIPS {lpips:.4f}")
     if args.write:
-        record = {"images": list(FLOOR_IMAGES), "command": "python benchmarks/bundled_quality.py", "measured": measured}
+        record = {
+            "images": list(FLOOR_IMAGES),
+            "command": "python benchmarks/bundled_quality.py",
+            "measured": measured,
+        }
         args.write.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -67,7 +67,9 @@ def test_runs_that_disagree_on_shared_weights_are_refused(
         codec_from_ladder([paths[0], odd, paths[2]])
 
 
-def test_runs_of_other_settings_are_refused(runs: tuple[list[Path], list[StableCodec]], tmp_path: Path) -> None:
+def test_runs_of_other_settings_are_refused(
+    runs: tuple[list[Path], list[StableCodec]], tmp_path: Path
+) -> None:
     paths, _ = runs
     other = tmp_path / "other.ckpt"
     torch.manual_seed(0)

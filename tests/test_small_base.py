@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 from diffusers import AutoencoderKL
+from recipe_utils import write_test_recipe
 
 import diffcodec
 from diffcodec.cli import main as cli_main
 from diffcodec.codecs.backbone import small_backbone, tiny_configs
 from diffcodec.codecs.stablecodec import SMALL_ELIC, SMALL_LATENT_CODEC, StableCodec
 from diffcodec.training.small_base import AutoencoderPretraining
-from recipe_utils import write_test_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,4 +86,6 @@ def test_a_codec_on_the_base_saves_the_architecture_not_the_path(base_folder: Pa
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     assert again.compress(x).to_bytes() == codec.compress(x).to_bytes()
     with torch.no_grad():
-        assert torch.equal(again.backbone.vae.decoder.conv_out.weight, codec.backbone.vae.decoder.conv_out.weight)
+        assert torch.equal(
+            again.backbone.vae.decoder.conv_out.weight, codec.backbone.vae.decoder.conv_out.weight
+        )
