@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
-RECORD=runs/bundled/record.tsv
+RECORD=${RECORD:-runs/bundled/record.tsv}
+MODELS_DIR=${MODELS_DIR:-diffcodec/assets/models}
 FIT_ARGS=${FIT_ARGS:-}
 RUNG_STEPS=${RUNG_STEPS:-80}
 mkdir -p runs/bundled
@@ -44,7 +45,7 @@ train_ladder() {  # method, then the ladder's λ in ascending rate order
       --trainer.logger.init_args.name "$method-r$i" "${extra[@]}"
     ckpts+=("$(last "$method-r$i")"); i=$((i + 1))
   done
-  local out=diffcodec/assets/models/$method-small
+  local out=$MODELS_DIR/$method-small
   rm -rf "$out"
   run "$method" diffcodec export "${ckpts[@]}" "$out"
   run "$method" diffcodec export "${ckpts[@]}" "$out" --rates $(python recipes/bundled/finish.py rates "$out")
@@ -56,7 +57,7 @@ train_oscar() {
   fit oscar -c recipes/oscar/bundled.yaml
   fit oscar -c recipes/oscar/bundled.yaml --model.init_args.stage 2 --init_from.checkpoint "$(last oscar)" \
     --trainer.max_steps 300 --data.init_args.batch_size 2 --trainer.logger.init_args.name oscar-stage2
-  local out=diffcodec/assets/models/oscar-small
+  local out=$MODELS_DIR/oscar-small
   rm -rf "$out"
   run oscar diffcodec export "$(last oscar-stage2)" "$out"
   python recipes/bundled/finish.py card "$out" "$RECORD" oscar
