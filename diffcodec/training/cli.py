@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from diffcodec.training.checkpoint import TrainableCheckpoint
@@ -65,6 +66,10 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rates", type=float, nargs="+", help="nominal bpp of each rung of a ladder (ascending)"
     )
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"),
+        help="store the parameters in this type (float16 halves the file; default: as trained)",
+    )  # fmt: skip
 
 
 def run_argv(command: str, argv: Sequence[str]) -> int:
@@ -84,7 +89,7 @@ def run_argv(command: str, argv: Sequence[str]) -> int:
         try:
             out = export_checkpoint(
                 args.checkpoint, args.out_dir, rates=args.rates, push_to_hub=args.push_to_hub,
-                private=args.private,
+                private=args.private, weights_dtype=getattr(torch, args.dtype) if args.dtype else None,
             )  # fmt: skip
         except (FileNotFoundError, CheckpointError, TypeError, ValueError) as error:
             print(f"diffcodec export: {error}", file=sys.stderr)

@@ -19,7 +19,7 @@ import torch
 from diffcodec.codecs.base import Codec
 from diffcodec.training.checkpoint import CODEC_KEY, load_training_state
 from diffcodec.training.init import read_lightning_checkpoint
-from diffcodec.zoo.hub import CheckpointError, decode_init_args, resolve_codec_class
+from diffcodec.zoo.hub import CheckpointError, decode_init_args, resolve_codec_class, save_codec
 
 
 def codec_from_checkpoint(path: str | os.PathLike) -> Codec:
@@ -104,11 +104,19 @@ def export_checkpoint(
     rates: Sequence[float] | None = None,
     push_to_hub: str | None = None,
     private: bool = False,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write the codec of ``checkpoint`` to ``out_dir`` with ``save_pretrained``; optionally upload it.
 
     ``checkpoint`` may be a list of one-λ runs, exported as one ladder (:func:`codec_from_ladder`).
+    ``weights_dtype`` stores the parameters in that type (:func:`~diffcodec.zoo.hub.save_codec`); it is
+    for local folders (upload such a folder with ``huggingface-cli upload``).
     """
+    if weights_dtype is not None and push_to_hub:
+        raise ValueError(
+            "weights_dtype applies to the local folder only: export without --push-to-hub, then upload the "
+            "folder with `huggingface-cli upload ORG/NAME OUT_DIR`"
+        )
     if isinstance(checkpoint, (list, tuple)):
         codec = (
             codec_from_ladder(checkpoint, rates)
@@ -129,4 +137,6 @@ def export_checkpoint(
         )
     else:
         codec.save_pretrained(out_dir)
+        if weights_dtype is not None:  # the mixin's save_pretrained has no dtype: rewrite the weights
+            save_codec(codec, out_dir, weights_dtype=weights_dtype)
     return out_dir

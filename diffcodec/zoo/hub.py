@@ -266,18 +266,39 @@ def codec_config(codec: Codec) -> dict[str, Any]:
     }
 
 
-def save_codec(codec: Codec, directory: str | os.PathLike[str]) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (without the base weights) into ``directory``."""
+_RUNG_BANK_KEY = re.compile(r"^rungs\.\d+\.")  # PerRateCodec's inactive rungs: rungs.{r}.<module key>
+
+
+def save_codec(
+    codec: Codec, directory: str | os.PathLike[str], *, weights_dtype: torch.dtype | None = None
+) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (without the base weights) into ``directory``.
+
+    ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point *parameters* in that type, halving
+    the file (diffusers' ``variant="fp16"``), including a ladder's stored rungs (``rungs.{r}.<parameter>``);
+    buffers (entropy and scale tables, GDN pedestals) keep their own type.
+    Loading casts them back to the codec's dtype, so a model saved this way codes with the rounded weights
+    on both ends. Default: the parameters' own dtype.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     config = codec_config(codec)
+    if weights_dtype is not None:
+        if not weights_dtype.is_floating_point:
+            raise ValueError(f"weights_dtype must be a floating-point dtype, got {weights_dtype}")
+        config["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
+    with persisting_base(codec):
+        parameter_names = {name for name, _ in codec.named_parameters(remove_duplicate=False)}
     state: dict[str, torch.Tensor] = {}
     seen_storages: set[tuple[int, int]] = set()
     for key, tensor in full_state_dict(codec).items():
         if config["base_model"] is not None and codec.is_base_weight(key):
             continue
         tensor = tensor.detach().to("cpu").contiguous()
+        is_parameter = _RUNG_BANK_KEY.sub("", key) in parameter_names  # a ladder's inactive rungs too
+        if weights_dtype is not None and is_parameter and tensor.is_floating_point():
+            tensor = tensor.to(weights_dtype)
         storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if tensor.numel() and storage in seen_storages:  # tied weights: safetensors refuses shared memory
             tensor = tensor.clone()
