@@ -77,3 +77,38 @@ def test_runs_of_other_settings_are_refused(
     torch.save({"state_dict": codec.state_dict(), CODEC_KEY: codec_record(codec)}, other)
     with pytest.raises(CheckpointError, match="timestep"):
         codec_from_ladder([paths[0], other])
+
+
+def test_float16_export_halves_the_weights_and_still_codes(
+    runs: tuple[list[Path], list[StableCodec]], tmp_path: Path
+) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    paths, _ = runs
+    full, half = tmp_path / "fp32", tmp_path / "fp16"
+    assert cli_main(["export", *map(str, paths), str(full)]) == 0
+    assert cli_main(["export", *map(str, paths), str(half), "--dtype", "float16"]) == 0
+    assert json.loads((half / "config.json").read_text())["weights_dtype"] == "float16"
+    with safe_open(str(half / "model.safetensors"), "pt") as stored:
+        dtypes = {stored.get_slice(k).get_dtype() for k in stored.keys()}
+        rung_keys = [k for k in stored.keys() if k.startswith("rungs.1.")]
+        assert rung_keys and stored.get_slice(rung_keys[0]).get_dtype() == "F16"  # the rung bank too
+    assert "F16" in dtypes
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    codec = diffcodec.load(str(half), quality=2)
+    assert next(codec.parameters()).dtype == torch.float32  # loaded back into the codec's own dtype
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    stream = codec.compress(x)
+    assert stream.to_bytes() == codec.compress(x).to_bytes()
+    reference = diffcodec.load(str(full), quality=2)
+    x_ref = reference.decompress(reference.compress(x), output="tensor")
+    assert (codec.decompress(stream, output="tensor") - x_ref).abs().mean() < 0.01  # fp16 rounding only
+
+
+def test_float16_export_refuses_push_to_hub(runs: tuple[list[Path], list[StableCodec]], tmp_path: Path) -> None:
+    from diffcodec.training.export import export_checkpoint
+
+    with pytest.raises(ValueError, match="huggingface-cli upload"):
+        export_checkpoint(runs[0], tmp_path / "x", push_to_hub="org/name", weights_dtype=torch.float16)

@@ -136,3 +136,23 @@ register(ZooEntry(
     notes="no official code or weights; train with recipes/cadc (bases: stabilityai/sd-turbo, "
           "Salesforce/blip-image-captioning-base (bsd-3-clause))",
 ))
+
+# The bundled small models (docs/bundled.md): trained by diffcodec from scratch with recipes/bundled/train.sh,
+# their small base model included (so every weight is in the package and nothing is downloaded). Rates are
+# each model's own config.json rates (the mean real file size of four training photos per rung).
+_SMALL_NOTES = (
+    "bundled in the package (works offline); small widths and minutes of training: shows the pipeline, "
+    "not the paper's quality; base model: diffcodec's small kl-f8 VAE + U-Net (recipes/base)"
+)
+for _name, _method, _rates, _paper in (
+    ("oscar-small", "oscar", (0.009765625, 0.04296875, 0.125), "oscar"),
+    ("onedc-small", "onedc", (0.00436, 0.00601, 0.00602), "onedc"),
+    ("stablecodec-small", "stablecodec", (0.00793, 0.00885, 0.00894), "stablecodec"),
+    ("cadc-small", "cadc", (0.008, 0.00955, 0.00992), "cadc"),
+):
+    register(ZooEntry(
+        name=_name, method=_method, rates=_rates,
+        hub_id=None, revision=None, base_model=None, base_revision=None,
+        licence="apache-2.0", paper=get_entry(_paper).paper,
+        bundled_path=f"assets/models/{_name}", notes=_SMALL_NOTES,
+    ))

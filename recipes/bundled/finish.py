@@ -1,6 +1,7 @@
 """Finishing steps of ``recipes/bundled/train.sh`` for one exported small model.
 
     python recipes/bundled/finish.py rates FOLDER               # nominal bpp of each rung (printed)
+    python recipes/bundled/finish.py set-rates FOLDER           # measure them and write them into FOLDER
     python recipes/bundled/finish.py card FOLDER RECORD METHOD  # append the training record to README.md
 
 The nominal rates are the mean real file sizes of four bundled training photos (centre 512×512 crops),
@@ -16,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 PHOTOS = Path(os.environ.get("PHOTOS", Path(__file__).resolve().parents[2].parent / "shared/data/photos"))
+LICENCE = "apache-2.0"  # trained by diffcodec from scratch (base model included): the library's licence
 RATE_PHOTOS = 4
 CROP = 512
 
@@ -47,6 +49,28 @@ def rates(folder: str) -> list[float]:
     return [round(r, 5) for r in measured]
 
 
+def set_rates(folder: str) -> list[float]:
+    """Rebuild the ladder in ``folder`` with its measured rates; rewrite its weights, config and card."""
+    import json
+
+    import torch
+
+    from diffcodec.zoo.hub import CONFIG_NAME, decode_init_args, save_codec
+
+    import diffcodec
+
+    measured = rates(folder)
+    old = diffcodec.load(folder)
+    config = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    cls = type(old)
+    codec = cls(**{**decode_init_args(cls, config["init_args"]), "rates": measured})
+    codec.load_state_dict(old.state_dict())
+    dtype = config.get("weights_dtype")
+    save_codec(codec.eval(), folder, weights_dtype=getattr(torch, dtype) if dtype else None)
+    codec.generate_model_card(licence=LICENCE).save(str(Path(folder) / "README.md"))
+    return measured
+
+
 def card(folder: str, record: str, method: str) -> None:
     lines = [line.split("\t") for line in Path(record).read_text().splitlines() if line.strip()]
     mine = [(tag, phase, seconds, command) for tag, phase, seconds, command in lines if tag in (method, "base")]
@@ -76,7 +100,9 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "rates":
         print(" ".join(str(r) for r in rates(*args)))
+    elif command == "set-rates":
+        print(" ".join(str(r) for r in set_rates(*args)))
     elif command == "card":
         card(*args)
     else:
-        raise SystemExit(f"unknown command {command!r}; expected rates or card")
+        raise SystemExit(f"unknown command {command!r}; expected rates, set-rates or card")

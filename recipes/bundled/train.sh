@@ -100,10 +100,10 @@ export_model() {  # method: one model folder from its runs, then its nominal rat
     for i in 0 1 2; do ckpts+=("$(last "$method-r$i")"); done
   fi
   rm -rf "$out"
+  # float16 parameters: half the package size; the quality floor is measured on these weights
   run "$method" export diffcodec export "${ckpts[@]}" "$out" --dtype float16
-  if [[ $method != oscar ]]; then  # OSCAR's one model: rates come from its own rungs at export
-    run "$method" export diffcodec export "${ckpts[@]}" "$out" --dtype float16 \
-      --rates $(python recipes/bundled/finish.py rates "$out")
+  if [[ $method != oscar ]]; then  # a ladder's nominal rates: measured on training photos (OSCAR: its own)
+    run "$method" export python recipes/bundled/finish.py set-rates "$out"
   fi
   python recipes/bundled/finish.py card "$out" "$RECORD" "$method"
 }
