@@ -39,7 +39,7 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "convert": ("diffcodec.zoo.convert", "convert an official checkpoint to diffcodec's format"),
     "calibrate": ("diffcodec.codecs.calibration", "OSCAR: measure the rung → pseudo-timestep table"),
     "bench": ("diffcodec.eval.bench", "time compression and decompression"),
-    "demo": ("diffcodec.demo", "the main job offline: a bundled image → .dcb file → image, with bpp/PSNR/LPIPS"),
+    "demo": ("diffcodec.demo", "the main job offline: bundled image → .dcb file → image, bpp/PSNR/LPIPS"),
 }
 
 

@@ -92,8 +92,9 @@ def test_float16_export_halves_the_weights_and_still_codes(
     assert cli_main(["export", *map(str, paths), str(half), "--dtype", "float16"]) == 0
     assert json.loads((half / "config.json").read_text())["weights_dtype"] == "float16"
     with safe_open(str(half / "model.safetensors"), "pt") as stored:
-        dtypes = {stored.get_slice(k).get_dtype() for k in stored.keys()}
-        rung_keys = [k for k in stored.keys() if k.startswith("rungs.1.")]
+        names = stored.keys()
+        dtypes = {stored.get_slice(k).get_dtype() for k in names}
+        rung_keys = [k for k in names if k.startswith("rungs.1.")]
         assert rung_keys and stored.get_slice(rung_keys[0]).get_dtype() == "F16"  # the rung bank too
     assert "F16" in dtypes
     assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
@@ -107,7 +108,9 @@ def test_float16_export_halves_the_weights_and_still_codes(
     assert (codec.decompress(stream, output="tensor") - x_ref).abs().mean() < 0.01  # fp16 rounding only
 
 
-def test_float16_export_refuses_push_to_hub(runs: tuple[list[Path], list[StableCodec]], tmp_path: Path) -> None:
+def test_float16_export_refuses_push_to_hub(
+    runs: tuple[list[Path], list[StableCodec]], tmp_path: Path
+) -> None:
     from diffcodec.training.export import export_checkpoint
 
     with pytest.raises(ValueError, match="huggingface-cli upload"):

@@ -55,9 +55,8 @@ def set_rates(folder: str) -> list[float]:
 
     import torch
 
-    from diffcodec.zoo.hub import CONFIG_NAME, decode_init_args, save_codec
-
     import diffcodec
+    from diffcodec.zoo.hub import CONFIG_NAME, decode_init_args, save_codec
 
     measured = rates(folder)
     old = diffcodec.load(folder)
@@ -73,7 +72,7 @@ def set_rates(folder: str) -> list[float]:
 
 def card(folder: str, record: str, method: str) -> None:
     lines = [line.split("\t") for line in Path(record).read_text().splitlines() if line.strip()]
-    mine = [(tag, phase, seconds, command) for tag, phase, seconds, command in lines if tag in (method, "base")]
+    mine = [(tag, phase, secs, command) for tag, phase, secs, command in lines if tag in (method, "base")]
     phase_times: dict[str, int] = {}  # the runs of one phase went side by side: a phase takes its longest
     for _, phase, seconds, _ in mine:
         phase_times[phase] = max(phase_times.get(phase, 0), int(seconds))
@@ -82,10 +81,11 @@ def card(folder: str, record: str, method: str) -> None:
         "",
         "## Training record",
         "",
-        f"Trained by diffcodec on the bundled photos (`{PHOTOS}`, {len(photo_paths())} images; never Kodak) with",
+        f"Trained by diffcodec on the bundled photos (`{PHOTOS}`, {len(photo_paths())} images; never Kodak)",
+        "with",
         "`bash recipes/bundled/train.sh` (commands below, in order; `base` is the small base model shared by",
         "the bundled models; the runs of one phase went side by side). Wall time of these phases:",
-        f"{total / 60:.1f} min ({', '.join(f'{phase} {seconds} s' for phase, seconds in phase_times.items())}).",
+        f"{total / 60:.1f} min ({', '.join(f'{phase} {secs} s' for phase, secs in phase_times.items())}).",
         "",
         "| step | phase | wall time (s) | command |",
         "|---|---|---:|---|",
