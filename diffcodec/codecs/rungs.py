@@ -90,6 +90,13 @@ class PerRateCodec(Codec):
             self.load_rung_state_dict(incoming)
 
 
+def module_key(state_key: str) -> str:
+    """The module's own state-dict key behind a ladder entry: ``rungs.{r}.<key>`` → ``<key>``."""
+    head, _, rest = state_key.partition(".")
+    rung, _, key = rest.partition(".")
+    return key if head == "rungs" and rung.isdigit() and key else state_key
+
+
 def _write_rungs(module: PerRateCodec, state_dict: dict, prefix: str, local_metadata: Any) -> None:
     """state_dict post-hook: the inactive rungs under ``rungs.{r}.`` and the active rung's index."""
     state_dict[prefix + "active_rung"] = torch.tensor(module.quality, dtype=torch.int64)

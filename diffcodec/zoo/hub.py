@@ -266,9 +266,6 @@ def codec_config(codec: Codec) -> dict[str, Any]:
     }
 
 
-_RUNG_BANK_KEY = re.compile(r"^rungs\.\d+\.")  # PerRateCodec's inactive rungs: rungs.{r}.<module key>
-
-
 def save_codec(
     codec: Codec, directory: str | os.PathLike[str], *, weights_dtype: torch.dtype | None = None
 ) -> None:
@@ -282,22 +279,24 @@ def save_codec(
     """
     from safetensors.torch import save_file
 
+    from diffcodec.codecs.rungs import module_key
+
     directory = Path(directory)
     config = codec_config(codec)
+    parameter_names: set[str] = set()  # the entries stored in weights_dtype
     if weights_dtype is not None:
         if not weights_dtype.is_floating_point:
             raise ValueError(f"weights_dtype must be a floating-point dtype, got {weights_dtype}")
         config["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
-    with persisting_base(codec):
-        parameter_names = {name for name, _ in codec.named_parameters(remove_duplicate=False)}
+        with persisting_base(codec):
+            parameter_names = {name for name, _ in codec.named_parameters(remove_duplicate=False)}
     state: dict[str, torch.Tensor] = {}
     seen_storages: set[tuple[int, int]] = set()
     for key, tensor in full_state_dict(codec).items():
         if config["base_model"] is not None and codec.is_base_weight(key):
             continue
         tensor = tensor.detach().to("cpu").contiguous()
-        is_parameter = _RUNG_BANK_KEY.sub("", key) in parameter_names  # a ladder's inactive rungs too
-        if weights_dtype is not None and is_parameter and tensor.is_floating_point():
+        if module_key(key) in parameter_names and tensor.is_floating_point():  # a ladder's stored rungs too
             tensor = tensor.to(weights_dtype)
         storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if tensor.numel() and storage in seen_storages:  # tied weights: safetensors refuses shared memory
