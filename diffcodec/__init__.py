@@ -7,8 +7,23 @@
 """
 
 from diffcodec.bitstream import Bitstream
+from diffcodec.errors import (
+    CheckpointError,
+    DecodeError,
+    DiffcodecError,
+    MissingWeightsError,
+)
 from diffcodec.zoo import list_models, load
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["Bitstream", "__version__", "list_models", "load"]
+__all__ = [
+    "Bitstream",
+    "CheckpointError",
+    "DecodeError",
+    "DiffcodecError",
+    "MissingWeightsError",
+    "__version__",
+    "list_models",
+    "load",
+]

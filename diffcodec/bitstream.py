@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcodec.errors import DecodeError
+
 __all__ = [
     "FORMAT_VERSION",
     "MAX_DIMENSION",
@@ -81,15 +83,6 @@ _ARRAY_DTYPES: dict[SideType, np.dtype] = {
 _ARRAY_TYPE_OF: dict[tuple[str, int], SideType] = {
     (dtype.kind, dtype.itemsize): side_type for side_type, dtype in _ARRAY_DTYPES.items()
 }
-
-
-class DecodeError(ValueError):
-    """A file (or payload) that cannot be decoded. ``offset`` is the byte where the problem is, if known."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        self.reason = message
-        self.offset = offset
-        super().__init__(message if offset is None else f"{message} (at byte offset {offset})")
 
 
 # ---------------------------------------------------------------------------------------------- varints

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from diffcodec.errors import UsageError
+
 __all__ = ["PLUGINS", "main"]
 
 #: command → (module, one-line help). Imported lazily; absent modules are not offered.
@@ -41,10 +43,6 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "bench": ("diffcodec.eval.bench", "time compression and decompression"),
     "demo": ("diffcodec.demo", "the main job offline: bundled image → .dcb file → image, bpp/PSNR/LPIPS"),
 }
-
-
-class UsageError(Exception):
-    """A command-line mistake found after parsing (exit status 2)."""
 
 
 def _log(message: str) -> None:

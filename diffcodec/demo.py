@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from diffcodec.errors import ModelUnavailableError
+
 if TYPE_CHECKING:
     from diffcodec.codecs.base import Codec
 
@@ -54,10 +56,6 @@ RESULT_KEYS = (
     "model", "method", "rung", "rungs", "nominal_bpp", "device", "image", "size", "file", "bytes",
     "bpp", "psnr_db", "lpips", "encode_s", "decode_s", "recon", "side_by_side",
 )  # fmt: skip
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model asked for cannot be loaded on this machine (not bundled, no local weights, bad folder)."""
 
 
 def sample_image_path() -> Path:

@@ -43,6 +43,7 @@ from torch import nn
 from diffcodec.codecs import lora as lora_utils
 from diffcodec.codecs.lora import LoraSpec
 from diffcodec.codecs.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
+from diffcodec.errors import BaseModelNotFoundError
 
 #: StableCodec §6.3's fixed prompt (also CADC's c_fix), verbatim with the final period.
 DEFAULT_PROMPT = (
@@ -61,10 +62,6 @@ DEFAULT_SUBFOLDERS: dict[str, str] = {
     "text_encoder": "text_encoder",
     "tokenizer": "tokenizer",
 }
-
-
-class BaseModelNotFoundError(FileNotFoundError):
-    """A base model (VAE, U-Net, scheduler, text encoder) is neither local nor in the hub cache."""
 
 
 # ---------------------------------------------------------------------------------------------- configs

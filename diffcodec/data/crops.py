@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from diffcodec.errors import TooSmall
 from diffcodec.imageio import to_tensor
 
 FlipMode = Literal["none", "horizontal", "both", "dihedral"]
@@ -124,10 +125,6 @@ def check_policies(flips: str, min_size: str) -> None:
         raise ValueError(f"unknown flip mode {flips!r}; use 'none', 'horizontal', 'both' or 'dihedral'")
     if min_size not in ("upscale", "skip", "pad"):
         raise ValueError(f"unknown min_size policy {min_size!r}; use 'upscale', 'skip' or 'pad'")
-
-
-class TooSmall(Exception):
-    """The image is smaller than the crop needs and the policy is ``min_size="skip"``."""
 
 
 def _source_patch(image: Image.Image, side: int, policy: MinSizePolicy, rng: random.Random) -> torch.Tensor:

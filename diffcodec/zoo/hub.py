@@ -42,6 +42,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import is_jsonable
 
+from diffcodec.errors import CheckpointError, MissingWeightsError
+
 if TYPE_CHECKING:
     from diffcodec.codecs.base import Codec
 
@@ -63,14 +65,6 @@ FORMAT_VERSION = 1
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _ADAPTER_KEY = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\b")
-
-
-class MissingWeightsError(FileNotFoundError):
-    """The weights are not on this machine (and cannot be downloaded here)."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint exists but cannot be used: unreadable, corrupt, or not matching the codec."""
 
 
 # ---------------------------------------------------------------------------------------------- classes
