@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from recipe_utils import write_test_recipe
+from recipe_utils import set_model_args, write_test_recipe
 
 from diffcodec.bitstream import Bitstream, DecodeError
 from diffcodec.codecs.cadc import (
@@ -196,7 +196,6 @@ def test_ablation_switches(switches: dict, f_u: bool, g_aux: bool, captioner: bo
     [
         ({"adgic": False}, "needs adgic"),
         ({"latent_codec": {**SMALL_CADC_CODEC, "hyper_channels": 16}}, "UGAQ needs z"),
-        ({"stage": 3}, "stage"),
         ({"lambdas": ()}, "lambdas"),
     ],
 )
@@ -223,18 +222,22 @@ def test_full_size_parameter_counts_of_the_spec() -> None:
 # ---------------------------------------------------------------------------------------------- training
 def test_stage_terms(kodak_image: torch.Tensor) -> None:
     x = kodak_image[..., :256, :256]
-    stage1 = small_codec(lambdas=(1.0,), rates=(0.01,), stage=1, **CHEAP_LOSSES).train()
+    from diffcodec.codecs.cadc.training import CADCTraining
+
+    stage1 = CADCTraining(small_codec(lambdas=(1.0,), rates=(0.01,)), stage=1, **CHEAP_LOSSES).train()
     terms = stage1.generator_terms(x)
     assert set(terms) == {"bpp", "mse", "loss", "x_hat"}  # no L_aux, no L_adv in stage 1
-    stage2 = small_codec(lambdas=(4.0,), rates=(0.01,), stage=2, **CHEAP_LOSSES).train()
+    with pytest.raises(ValueError, match="stage"):
+        CADCTraining(stage1.codec, stage=3)
+    stage2 = CADCTraining(small_codec(lambdas=(4.0,), rates=(0.01,)), stage=2, **CHEAP_LOSSES).train()
     terms = stage2.generator_terms(x)
     assert set(terms) == {"bpp", "mse", "aux", "loss", "x_hat"}
     expected = 4.0 * terms["bpp"] + 2.0 * terms["mse"] + 1.0 * terms["aux"]
     assert torch.allclose(terms["loss"], expected)
     terms["loss"].backward()
-    assert stage2.latent_codec.g_aux.decoder[0].weight.grad.abs().sum() > 0
-    assert stage2.latent_codec.f_u.net[0].weight.grad.abs().sum() > 0
-    assert not any(p.requires_grad for p in stage2.captioner.parameters())
+    assert stage2.codec.latent_codec.g_aux.decoder[0].weight.grad.abs().sum() > 0
+    assert stage2.codec.latent_codec.f_u.net[0].weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in stage2.codec.captioner.parameters())
 
 
 def test_small_cpu_recipe_stage1_then_stage2(tmp_path: Path, photos_dir: Path) -> None:
@@ -248,7 +251,7 @@ def test_small_cpu_recipe_stage1_then_stage2(tmp_path: Path, photos_dir: Path) -
 
     def recipe(name: str, stage: int) -> Path:
         config = yaml.safe_load((REPO / "recipes/cadc/small_cpu.yaml").read_text())
-        config["model"]["init_args"].update(stage=stage, lpips_weight=0.0, clip_weight=0.0)
+        set_model_args(config, CADC, stage=stage, lpips_weight=0.0, clip_weight=0.0)
         config["data"]["init_args"].update(
             train_dir=str(folder), val_dir=str(folder), num_workers=0, val_max_images=1
         )

@@ -46,8 +46,8 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 3-rung small StableCodec, saved as a checkpoint folder."""
     from diffcodec.codecs.stablecodec import StableCodec
 
-    init_args = yaml.safe_load(RECIPE.read_text())["model"]["init_args"]
-    init_args.update(lambdas=[8.0, 2.0, 0.5], stage=0)
+    init_args = yaml.safe_load(RECIPE.read_text())["model"]["init_args"]["codec"]["init_args"]
+    init_args.update(lambdas=[8.0, 2.0, 0.5])
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("stand-in")
     StableCodec(**init_args).save_pretrained(folder)

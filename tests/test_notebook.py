@@ -49,8 +49,9 @@ def _parameters_index(notebook: nbformat.NotebookNode) -> int:
 def build_standin(method: str, folder: Path) -> None:
     """An untrained codec of the method's small recipe with three rungs, saved with ``save_pretrained``."""
     recipe = yaml.safe_load((REPO / "recipes" / method / "small_cpu.yaml").read_text())["model"]
+    recipe = recipe["init_args"]["codec"]  # the training module's codec
     module, _, class_name = recipe["class_path"].rpartition(".")
-    arguments = {**recipe["init_args"], "stage": 0}
+    arguments = dict(recipe["init_args"])
     if method == "oscar":
         arguments["rungs"] = [OFFICIAL_RUNGS[i] for i in OSCAR_RUNGS]
         arguments["timesteps"] = [OFFICIAL_TIMESTEPS[i] for i in OSCAR_RUNGS]

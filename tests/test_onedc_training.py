@@ -12,6 +12,7 @@ from diffusers import UNet2DConditionModel
 
 from diffcodec.codecs.dmd import ClassifierHead, DMDGuidance, unet_mid_features, x0_from_noise
 from diffcodec.codecs.onedc import TINY_LATENT_CODEC, OneDC, small_backbone_config
+from diffcodec.codecs.onedc.training import OneDCTraining
 from diffcodec.codecs.onedc_losses import (
     CodePredictor,
     LPIPSAvgPool,
@@ -32,7 +33,7 @@ SCHEDULER = {
 
 
 def test_rate_lambda_warms_up_quadratically_with_the_official_step_zero_quirk() -> None:
-    codec = OneDC(lambdas=[4.6], latent_codec=TINY_LATENT_CODEC, rate_warmup_steps=4000)
+    codec = OneDCTraining(OneDC(lambdas=[4.6], latent_codec=TINY_LATENT_CODEC), rate_warmup_steps=4000)
     assert codec.rate_lambda(0) == 4.6  # `if step and …` is falsy at step 0: the final λ
     assert codec.rate_lambda(None) == 4.6  # eval
     assert codec.rate_lambda(2000) == pytest.approx(1e-4 + 0.25 * (4.6 - 1e-4))
@@ -157,7 +158,7 @@ def test_small_cpu_recipes_train_stage_one_then_stage_two(tmp_path: Path) -> Non
     assert run_argv("fit", ["-c", str(stage2), "--trainer.max_steps", "3"]) == 0
     second = read_lightning_checkpoint(tmp_path / "s2" / "last.ckpt")
     state2 = second["state_dict"]
-    codec_keys = [k for k in state1 if k.startswith("latent_codec.") and "gaussian" not in k]
+    codec_keys = [k for k in state1 if k.startswith("codec.latent_codec.") and "gaussian" not in k]
     assert all(torch.equal(state1[k], state2[k]) for k in codec_keys)  # the codec is frozen in stage 2
     lora = [k for k in state1 if ".lora_B." in k]
     assert lora and any(not torch.equal(state1[k], state2[k]) for k in lora)  # the generator moved

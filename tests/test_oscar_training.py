@@ -13,6 +13,7 @@ from recipe_utils import write_test_recipe
 
 from diffcodec.codecs import losses
 from diffcodec.codecs.oscar import OSCAR
+from diffcodec.codecs.oscar.training import OSCARTraining
 from diffcodec.training.cli import run_argv
 from diffcodec.training.init import read_lightning_checkpoint
 
@@ -52,9 +53,10 @@ def test_pixel_sobel_cosine_and_gan_losses() -> None:
 
 def test_stage2_terms_follow_the_paper() -> None:
     torch.manual_seed(0)
-    codec = OSCAR(**SMALL, stage=2, dists_weight=0.0, edge_dists_weight=0.0).train()
+    codec = OSCAR(**SMALL)
+    module = OSCARTraining(codec, stage=2, dists_weight=0.0, edge_dists_weight=0.0).train()
     x = torch.rand(2, 3, 64, 64)
-    terms = codec.generator_terms(x, rung=5)
+    terms = module.generator_terms(x, rung=5)
     assert {"pixel", "cosine", "commit", "gan", "loss"} <= set(terms)
     assert terms["commit"] > 0  # Eq. 7-8: the commitment term is part of L_repa
     (grad,) = torch.autograd.grad(terms["gan"], terms["x0"], retain_graph=True)
@@ -71,7 +73,7 @@ def test_stage2_terms_follow_the_paper() -> None:
 
 def _recipe(tmp_path: Path, folder: Path, name: str, stage: int, max_steps: int) -> Path:
     recipe = yaml.safe_load((REPO / "recipes/oscar/small_cpu.yaml").read_text())
-    recipe["model"]["init_args"]["stage"] = stage
+    recipe["model"]["init_args"]["stage"] = stage  # a training setting; the codec's are under "codec"
     recipe["data"]["init_args"].update(
         train_dir=str(folder), val_dir=str(folder), crops=64, batch_size=2, num_workers=0, val_max_images=1
     )
@@ -92,11 +94,11 @@ def test_small_cpu_recipe_stage1_then_stage2(tmp_path: Path, photos_dir: Path) -
     assert not any(k.startswith("discriminator.") for k in state)
     fresh = OSCAR(**SMALL).state_dict()
     assert not torch.equal(
-        state["hyper_encoders.0.backbone.0.weight"], fresh["hyper_encoders.0.backbone.0.weight"]
+        state["codec.hyper_encoders.0.backbone.0.weight"], fresh["hyper_encoders.0.backbone.0.weight"]
     )
     assert not torch.equal(
-        state["hyper_encoders.7.quantizer._codebook.cluster_size"],
-        torch.ones_like(state["hyper_encoders.7.quantizer._codebook.cluster_size"]),
+        state["codec.hyper_encoders.7.quantizer._codebook.cluster_size"],
+        torch.ones_like(state["codec.hyper_encoders.7.quantizer._codebook.cluster_size"]),
     )  # EMA
     metrics = next((tmp_path / "stage1").rglob("metrics.csv")).read_text()
     assert "train/cosine_q0" in metrics and "val/cosine_q7" in metrics

@@ -184,7 +184,6 @@ def test_malformed_files_raise_decode_error(codec: StableCodec, coded: dict) -> 
     [
         ({"lambdas": ()}, "lambdas"),
         ({"lambdas": (2.0, 8.0), "rates": (0.03, 0.01)}, "ascending"),
-        ({"stage": 3}, "stage"),
         ({"elic": {"N": 16, "M": 48}}, "aux_channels"),
     ],
 )

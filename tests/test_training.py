@@ -32,6 +32,7 @@ from diffcodec.training import (
 )
 from diffcodec.training.cli import run_argv
 from diffcodec.training.init import read_lightning_checkpoint
+from diffcodec.training.module import CodecTraining
 from diffcodec.zoo.hub import CheckpointError
 
 
@@ -181,7 +182,6 @@ class BaseBuiltCodec(Codec):
         self.base.requires_grad_(False)
         self.adapter = nn.Conv2d(width, 3, 1)
         self.with_base_ref = with_base_ref
-        self.automatic_optimization = True
 
     @property
     def rates(self) -> tuple[float, ...]:
@@ -193,8 +193,22 @@ class BaseBuiltCodec(Codec):
     def base_weight_prefixes(self) -> tuple[str, ...]:
         return ("base.",)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.adapter(self.base(x))
+
+
+class BaseBuiltTraining(CodecTraining):
+    """Its training module (the shape of every method's): the codec under ``codec``."""
+
+    stages = (1,)
+
+    def __init__(self, width: int = 4, with_base_ref: bool = True) -> None:
+        super().__init__(BaseBuiltCodec(width, with_base_ref), learning_rate=0.1)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return F.mse_loss(self.adapter(self.base(batch)), batch)
+        loss = F.mse_loss(self.codec(batch), batch)
+        self.update(self.optimizers(), loss, batch_idx)
+        return loss.detach()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
@@ -202,29 +216,29 @@ class BaseBuiltCodec(Codec):
 
 def test_checkpoints_leave_out_frozen_base_weights(tmp_path: Path) -> None:
     data = DataLoader(torch.rand(4, 3, 8, 8), batch_size=2)
-    codec = BaseBuiltCodec()
+    module = BaseBuiltTraining()
     saver = ModelCheckpoint(dirpath=tmp_path, filename="last")
-    trainer(tmp_path, max_steps=2, callbacks=[saver, TrainableCheckpoint()]).fit(codec, data)
+    trainer(tmp_path, max_steps=2, callbacks=[saver, TrainableCheckpoint()]).fit(module, data)
     checkpoint = read_lightning_checkpoint(tmp_path / "last.ckpt")
-    assert sorted(checkpoint["state_dict"]) == ["adapter.bias", "adapter.weight"]
+    assert sorted(checkpoint["state_dict"]) == ["codec.adapter.bias", "codec.adapter.weight"]
     assert checkpoint["diffcodec"]["class"].endswith(":BaseBuiltCodec")
     assert checkpoint["diffcodec"]["init_args"] == {"width": 4, "with_base_ref": True}
-    resumed = BaseBuiltCodec()
+    resumed = BaseBuiltTraining()
     run = trainer(tmp_path, max_steps=3, callbacks=[TrainableCheckpoint()])
     run.fit(resumed, data, ckpt_path=tmp_path / "last.ckpt")
     assert run.global_step == 3
     # a codec without a base-model reference keeps everything
-    plain = BaseBuiltCodec(with_base_ref=False)
+    plain = BaseBuiltTraining(with_base_ref=False)
     trainer(tmp_path / "plain", max_steps=1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "plain"),
                                                         TrainableCheckpoint()]).fit(plain, data)
     (saved,) = (tmp_path / "plain").glob("*.ckpt")
-    assert "base.weight" in read_lightning_checkpoint(saved)["state_dict"]
+    assert "codec.base.weight" in read_lightning_checkpoint(saved)["state_dict"]
     # anything else missing is refused on resume
-    del checkpoint["state_dict"]["adapter.bias"]
+    del checkpoint["state_dict"]["codec.adapter.bias"]
     torch.save(checkpoint, tmp_path / "broken.ckpt")
     with pytest.raises(CheckpointError, match=r"1 missing key.*adapter\.bias"):
         trainer(tmp_path, max_steps=4, callbacks=[TrainableCheckpoint()]).fit(
-            BaseBuiltCodec(), data, ckpt_path=tmp_path / "broken.ckpt"
+            BaseBuiltTraining(), data, ckpt_path=tmp_path / "broken.ckpt"
         )
 
 
@@ -284,3 +298,33 @@ def test_cli_fit_validate_and_resume(tmp_path: Path, small_folder: Path) -> None
     assert "val/mse" in metrics
     with pytest.raises(ValueError, match="unknown training command"):
         run_argv("train", [])
+
+
+# ------------------------------------------------------------------- schedules count optimiser steps
+class LearningRates(L.Callback):
+    """Records the main optimiser's learning rate at every micro-batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_lr_schedule_of_a_real_codec_counts_optimiser_steps_under_accumulation(tmp_path: Path) -> None:
+    """A tiny reference codec trained with 4 micro-batches per step: the LR changes at optimiser steps 2
+    and 3 (micro-batches 8 and 12), not at micro-batches 2 and 3 (the bug when the step counted batches)."""
+    from diffcodec.codecs.reference import LatentHyperprior
+    from diffcodec.codecs.reference.training import LatentHyperpriorTraining
+
+    torch.manual_seed(0)
+    codec = LatentHyperprior(channels=8, latent_channels=8, hyper_channels=4)
+    module = LatentHyperpriorTraining(codec, accumulate_grad_batches=4)
+    assert module.accumulate_grad_batches == 4
+    rates = LearningRates()
+    schedule = LearningRateSchedule(Piecewise([2, 3], [1e-3, 1e-4, 1e-5]))
+    run = trainer(tmp_path, max_epochs=1, callbacks=[schedule, rates])
+    run.fit(module, DataLoader(torch.rand(16, 3, 128, 128), batch_size=1))
+    assert rates.seen == [1e-3] * 8 + [1e-4] * 4 + [1e-5] * 4
+    main = run.optimizers[0]
+    assert {int(state["step"]) for state in main.state.values()} == {4}  # 16 micro-batches, 4 steps

@@ -55,7 +55,9 @@ def tiny_ddp_recipe(tmp_path: Path, photos_dir: Path, kodak_dir: Path, record: P
     val_dir.mkdir(exist_ok=True)
     Image.open(kodak_dir / "kodim23.png").crop((200, 100, 456, 292)).save(val_dir / "kodim23-crop.png")
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["model"]["init_args"].update(channels=16, latent_channels=16, hyper_channels=8)
+    recipe["model"]["init_args"]["codec"]["init_args"].update(
+        channels=16, latent_channels=16, hyper_channels=8
+    )
     recipe["data"]["init_args"].update(
         train_dir=str(photos_dir),
         val_dir=str(val_dir),

@@ -43,7 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, shards: Path, kodak_dir: P
     root = tmp_path_factory.mktemp("run")
     val_dir = small_val_dir(root, kodak_dir)
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["model"]["init_args"].update(channels=16, latent_channels=16, hyper_channels=8)
+    recipe["model"]["init_args"]["codec"]["init_args"].update(
+        channels=16, latent_channels=16, hyper_channels=8
+    )
     recipe["data"] = {
         "class_path": "diffcodec.data.WebDatasetDataModule",
         "init_args": {

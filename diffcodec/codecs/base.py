@@ -1,7 +1,9 @@
 """The codec contract shared by every method.
 
-A :class:`Codec` is a LightningModule (training: ``forward`` + ``training_step``) and a hub-loadable
-model (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``) with real entropy coding::
+A :class:`Codec` is a plain ``torch.nn.Module`` with the differentiable path ``forward`` and a hub-loadable
+model (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``) with real entropy coding; its
+constructor takes architecture arguments only. Training lives apart: each method's LightningModule
+(``diffcodec.codecs.<method>.training``) wraps a codec, so compressing never imports Lightning::
 
     image ──to_tensor──► x (1,3,H,W) ──pad──► x_p ──_compress──► EncodedImage(streams, side)
                                                                      │
@@ -24,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
@@ -81,13 +82,23 @@ class BaseModelRef:
     licence: str | None = None
 
 
+class Hyperparameters(dict):
+    """A codec's constructor arguments: a dict whose keys are also attributes (``hp.lora_rank``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 def model_tag(model_id: str) -> int:
     """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
     return zlib.crc32(model_id.encode("utf-8")) & 0xFF
 
 
 class Codec(
-    L.LightningModule,
+    torch.nn.Module,
     PyTorchModelHubMixin,
     library_name="diffcodec",
     pipeline_tag="image-to-image",
@@ -123,6 +134,10 @@ class Codec(
     paper: ClassVar[str] = ""
     paper_url: ClassVar[str] = ""
     licence: ClassVar[str | None] = None
+    #: constructor arguments a method no longer takes (training settings before the training modules were
+    #: split off): folders whose config.json still holds them load with a warning, see
+    #: :func:`diffcodec.zoo.hub.drop_training_args`
+    retired_args: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,11 +150,24 @@ class Codec(
         init_args, unsaved = _hub.encode_init_args(cls, args, kwargs)
         instance.__dict__["_diffcodec_init_args"] = init_args
         instance.__dict__["_diffcodec_unsaved_args"] = unsaved
+        instance.__dict__["_hparams"] = Hyperparameters(_hub.bound_init_args(cls, args, kwargs))
         return instance
 
     def __init__(self) -> None:
         super().__init__()
         self._rung = 0
+
+    @property
+    def hparams(self) -> Hyperparameters:
+        """The constructor arguments (defaults included), by name: ``self.hparams.base_model``."""
+        return self.__dict__["_hparams"]
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the codec's first parameter (or buffer); the CPU when it has neither."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     # ------------------------------------------------------------------ rate ladder
     @property

@@ -27,6 +27,7 @@ from torchvision.utils import make_grid, save_image
 
 from diffcodec.codecs.base import Codec
 from diffcodec.imageio import quantize_8bit
+from diffcodec.training.checkpoint import trained_codec
 
 #: Smallest short side MS-SSIM's 5 scales accept with an 11-px window: (11 - 1) · 2⁴ + 1.
 MS_SSIM_MIN_SIDE = 161
@@ -133,13 +134,14 @@ class RealCodingValidation(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        if not isinstance(pl_module, Codec):
+        codec = trained_codec(pl_module)
+        if codec is None:
             raise TypeError(f"RealCodingValidation needs a Codec, got {type(pl_module).__name__}")
         metrics: dict[str, float] | None = None
         if trainer.is_global_zero:
             images = self._images(trainer)
             if images:
-                metrics, tiles = self._measure(pl_module, images)
+                metrics, tiles = self._measure(codec, images)
                 if self.grid:
                     self._log_grid(trainer, tiles, columns=len(images))
         metrics = trainer.strategy.broadcast(metrics, src=0)

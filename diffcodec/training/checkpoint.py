@@ -6,8 +6,9 @@ modules, adapters (LoRA), widened layers. :class:`TrainableCheckpoint` drops the
 :meth:`Codec.is_base_weight` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
 writes, and on resume checks that exactly those entries, and nothing else, are missing.
 
-The codec records how it was built (class and constructor arguments) in the checkpoint too, under
-``"diffcodec"``; ``diffcodec export`` rebuilds it from there.
+The codec a module trains (the module itself, or a method training module's ``codec``) records how it
+was built (class and constructor arguments) in the checkpoint too, under ``"diffcodec"``; ``diffcodec
+export`` rebuilds it from there.
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from diffcodec.zoo.hub import CheckpointError, class_path
 CODEC_KEY = "diffcodec"
 
 
+def trained_codec(module: torch.nn.Module) -> Codec | None:
+    """The codec a module trains: the module itself or its ``codec`` (a method's training module)."""
+    if isinstance(module, Codec):
+        return module
+    codec = getattr(module, "codec", None)
+    return codec if isinstance(codec, Codec) else None
+
+
 def base_weight_keys(module: torch.nn.Module, keys: Iterable[str]) -> set[str]:
-    """The ``keys`` that are frozen base-model weights of ``module`` (none unless it names a base model)."""
-    if not isinstance(module, Codec) or module.base_model_ref() is None:
+    """The ``keys`` that are frozen base-model weights of ``module`` (none unless its codec names a base
+    model): a codec's own, or a training module's (``CodecTraining.is_base_weight``)."""
+    codec = trained_codec(module)
+    if codec is None or codec.base_model_ref() is None:
         return set()
     return {key for key in keys if module.is_base_weight(key)}
 
@@ -97,13 +108,16 @@ def load_training_state(
 
 
 def codec_record(module: L.LightningModule) -> dict[str, Any] | None:
-    """How to rebuild ``module`` (class path and constructor arguments), or None if it is not a Codec."""
-    if not isinstance(module, Codec):
+    """How to rebuild the codec ``module`` trains (class path, constructor arguments, and the state-dict
+    prefix of its weights in the checkpoint), or None if it trains no Codec."""
+    codec = trained_codec(module)
+    if codec is None:
         return None
     return {
-        "class": class_path(type(module)),
-        "init_args": dict(getattr(module, "_diffcodec_init_args", {})),
-        "unsaved_args": list(getattr(module, "_diffcodec_unsaved_args", [])),
+        "class": class_path(type(codec)),
+        "init_args": dict(getattr(codec, "_diffcodec_init_args", {})),
+        "unsaved_args": list(getattr(codec, "_diffcodec_unsaved_args", [])),
+        "prefix": "" if codec is module else "codec.",
     }
 
 

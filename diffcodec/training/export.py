@@ -19,7 +19,13 @@ import torch
 from diffcodec.codecs.base import Codec
 from diffcodec.training.checkpoint import CODEC_KEY, load_training_state
 from diffcodec.training.init import read_lightning_checkpoint
-from diffcodec.zoo.hub import CheckpointError, decode_init_args, resolve_codec_class, save_codec
+from diffcodec.zoo.hub import (
+    CheckpointError,
+    decode_init_args,
+    drop_training_args,
+    resolve_codec_class,
+    save_codec,
+)
 
 
 def codec_from_checkpoint(path: str | os.PathLike) -> Codec:
@@ -37,9 +43,19 @@ def codec_from_checkpoint(path: str | os.PathLike) -> Codec:
             "the codec cannot be rebuilt (or saved as config.json)"
         )
     cls = resolve_codec_class(record["class"])
-    codec = cls(**decode_init_args(cls, record["init_args"]))
-    load_training_state(codec, checkpoint["state_dict"], where=str(path))
+    init_args = drop_training_args(cls, record["init_args"], str(path))
+    codec = cls(**decode_init_args(cls, init_args))
+    prefix = record.get("prefix", "")  # "codec.": trained by a method's training module (``module.codec``)
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    load_training_state(codec, state, where=str(path), ignore=_training_only(codec, state))
     return codec.eval()
+
+
+def _training_only(codec: Codec, state: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """Top-level modules in ``state`` that ``codec`` does not have (checkpoints written while the codecs
+    carried their training networks: ``discriminator``, ``guidance``, ``tokenizer``, …)."""
+    own = {name for name, _ in codec.named_children()}
+    return tuple(sorted({k.split(".", 1)[0] for k in state if "." in k} - own))
 
 
 def codec_from_ladder(
@@ -49,10 +65,9 @@ def codec_from_ladder(
 
     StableCodec, CADC and OneDC train one model per λ (StableCodec §4.1, CADC §4.1, OneDC §4.2); a
     :class:`~diffcodec.codecs.rungs.PerRateCodec` holds them as the rungs of one ladder. Each checkpoint
-    must be a one-rung run of the same class and constructor arguments except ``lambdas`` / ``rates`` /
-    ``stage``, given in ascending rate order; the weights the rungs share (frozen base, ELIC, prompt)
-    must be identical in all of them. ``rates`` are the nominal bpp of the rungs (default: placeholders).
-    The ladder is built for inference (``stage=0``): training-only modules are left out.
+    must be a one-rung run of the same class and constructor arguments except ``lambdas`` / ``rates``,
+    given in ascending rate order; the weights the rungs share (frozen base, ELIC, prompt) must be
+    identical in all of them. ``rates`` are the nominal bpp of the rungs (default: placeholders).
     """
     from diffcodec.codecs.rungs import PerRateCodec
 
@@ -62,7 +77,7 @@ def codec_from_ladder(
     first = singles[0]
     if not isinstance(first, PerRateCodec):
         raise TypeError(f"{type(first).__name__} is not a per-λ codec; its rungs are trained together")
-    varying = {"lambdas", "rates", "stage"}
+    varying = {"lambdas", "rates"}
     shared_args = {k: v for k, v in first._diffcodec_init_args.items() if k not in varying}
     for path, codec in zip(checkpoints, singles):
         if type(codec) is not type(first) or codec.num_rungs != 1:
@@ -72,10 +87,8 @@ def codec_from_ladder(
             different = sorted(k for k in set(args) | set(shared_args) if args.get(k) != shared_args.get(k))
             raise CheckpointError(f"{path}: constructor arguments {different} differ from {checkpoints[0]}")
     lambdas = [codec.lambdas[0] for codec in singles]
-    ladder = type(first)(
-        **decode_init_args(type(first), {**shared_args, "stage": 0}), lambdas=lambdas, rates=rates
-    )
-    kept = set(ladder._module_state())  # stage-0 modules only: training-only heads are left out
+    ladder = type(first)(**decode_init_args(type(first), shared_args), lambdas=lambdas, rates=rates)
+    kept = set(ladder._module_state())
     shared = {k: v for k, v in first._module_state().items() if k in kept and not first.is_rung_key(k)}
     result = ladder.load_state_dict(shared, strict=False)
     wrong = [k for k in result.missing_keys if not ladder.is_rung_key(k)] + list(result.unexpected_keys)

@@ -4,7 +4,7 @@ A stage-2 recipe names its stage-1 checkpoint and what to freeze::
 
     init_from:
       checkpoint: runs/stablecodec-stage1/checkpoints/last.ckpt   # or a save_pretrained / export folder
-      freeze: [g_a, entropy_bottleneck]                             # module paths (parameter-name prefixes)
+      freeze: [codec.latent_codec]                                  # module paths (parameter-name prefixes)
       new_modules: [discriminator]                                  # trained from scratch in this stage
       ignore: []                                                    # stage-1 entries to leave out
 
@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from diffcodec.training.checkpoint import load_training_state
+from diffcodec.training.checkpoint import load_training_state, trained_codec
 from diffcodec.zoo.hub import WEIGHTS_NAME, CheckpointError, fetch
 
 
@@ -51,6 +51,14 @@ def read_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     if Path(source).is_file():
         return read_lightning_checkpoint(source)["state_dict"]
     return load_file(str(fetch(os.fspath(source), WEIGHTS_NAME)), device="cpu")
+
+
+def codec_relative(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` keyed for ``module``: a codec's own weights (a ``save_pretrained`` folder, or a checkpoint
+    of a codec trained directly) get the ``codec.`` prefix when ``module`` is a training module."""
+    if trained_codec(module) in (None, module) or any(k.startswith("codec.") for k in state):
+        return state
+    return {f"codec.{key}": value for key, value in state.items()}
 
 
 def freeze_modules(module: torch.nn.Module, prefixes: Sequence[str]) -> int:
@@ -100,7 +108,7 @@ class InitFrom(Callback):
         if self.checkpoint is not None and trainer.ckpt_path is None:
             load_training_state(
                 pl_module,
-                read_weights(self.checkpoint),
+                codec_relative(pl_module, read_weights(self.checkpoint)),
                 allow_missing=self.new_modules,
                 ignore=self.ignore,
                 where=f"init_from checkpoint {self.checkpoint}",

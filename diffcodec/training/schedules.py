@@ -5,7 +5,7 @@ for any codec and any optimisation mode, from the recipe alone::
 
     trainer:
       callbacks:
-        - class_path: diffcodec.training.LearningRateSchedule      # StableCodec stage II, spec §8.3
+        - class_path: diffcodec.training.LearningRateSchedule      # StableCodec stage II (paper §4.1)
           init_args:
             schedule:
               class_path: diffcodec.training.Piecewise
@@ -15,9 +15,11 @@ for any codec and any optimisation mode, from the recipe alone::
             name: rate_weight
             schedule: {class_path: diffcodec.training.LinearWarmup, init_args: {value: 1.0, steps: 2000}}
 
-The step is the number of *optimisation steps* taken: training batches seen divided by the codec's
-``accumulate_grad_batches`` (1 if it has none). It is a pure function of the restored loop progress, so
-a resumed run continues the schedule exactly without any scheduler state in the checkpoint.
+The step is the number of *optimisation steps* taken: training batches seen divided by the
+micro-batches per optimiser step — the training module's ``accumulate_grad_batches`` (every
+:class:`~diffcodec.training.module.CodecTraining` has it), else the trainer's. It is a pure function of the
+restored loop progress, so a resumed run continues the schedule exactly without any scheduler state in
+the checkpoint.
 """
 
 from __future__ import annotations

@@ -110,12 +110,8 @@ def resolve_codec_class(path: str) -> type[Codec]:
 
 
 # ------------------------------------------------------------------------------------------ init args
-def encode_init_args(cls: type, args: tuple, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The constructor arguments as JSON values, and the names of those that are not JSON-serialisable.
-
-    Defaults are included (so a checkpoint does not change meaning when a default changes); dataclass
-    values are stored as dicts and rebuilt from the constructor's type hints on load.
-    """
+def _passed_args(cls: type, args: tuple, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(passed arguments by name, every argument by name with the defaults filled in)."""
     params = dict(inspect.signature(cls.__init__).parameters)
     positional = [
         name
@@ -129,6 +125,21 @@ def encode_init_args(cls: type, args: tuple, kwargs: Mapping[str, Any]) -> tuple
             values[name] = p.default
     values.pop("self", None)
     values.update(passed)
+    return passed, values
+
+
+def bound_init_args(cls: type, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments by name, defaults included, as passed (not JSON-encoded)."""
+    return _passed_args(cls, args, kwargs)[1]
+
+
+def encode_init_args(cls: type, args: tuple, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The constructor arguments as JSON values, and the names of those that are not JSON-serialisable.
+
+    Defaults are included (so a checkpoint does not change meaning when a default changes); dataclass
+    values are stored as dicts and rebuilt from the constructor's type hints on load.
+    """
+    passed, values = _passed_args(cls, args, kwargs)
     encoded: dict[str, Any] = {}
     unsaved: list[str] = []
     for name, value in values.items():
@@ -458,6 +469,29 @@ def load_weights(
         warnings.warn(f"{where}: loaded non-strictly: " + "; ".join(problems), stacklevel=3)
 
 
+def drop_training_args(cls: type, init_args: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``init_args`` without the training settings ``cls`` no longer takes (its ``retired_args``), with a
+    warning naming them; any other unknown argument is left for the constructor to refuse.
+
+    Folders written before training moved out of the codecs (``diffcodec.codecs.<method>.training``)
+    hold training settings (``stage``, ``learning_rate``, loss weights, …) in config.json. They do not
+    change the weights or the coding, so such folders load; ``save_pretrained`` writes a clean config.
+    """
+    params = inspect.signature(cls.__init__).parameters
+    retired = getattr(cls, "retired_args", frozenset())
+    dropped = sorted(name for name in init_args if name in retired and name not in params)
+    if dropped:
+        import warnings
+
+        warnings.warn(
+            f"{where}: {CONFIG_NAME} holds training settings that {cls.__name__} no longer takes "
+            f"({', '.join(dropped)}); they are ignored (training settings now live in the method's training "
+            "module and its recipes). Re-save the folder with `codec.save_pretrained(folder)` to drop them.",
+            stacklevel=3,
+        )
+    return {name: value for name, value in init_args.items() if name not in dropped}
+
+
 def load_codec(
     expected_cls: type[Codec],
     source: str | os.PathLike[str],
@@ -493,7 +527,9 @@ def load_codec(
             f"{where} holds a {cls.__name__}, not a {expected_cls.__name__}; use diffcodec.load() or "
             f"{cls.__name__}.from_pretrained()"
         )
-    init_args = decode_init_args(cls, {**config.get("init_args", {}), **overrides})
+    init_args = decode_init_args(
+        cls, {**drop_training_args(cls, config.get("init_args", {}), where), **overrides}
+    )
     weights = fetch(source, WEIGHTS_NAME, **hub_kwargs)  # before building: fail fast when missing
     try:
         codec = cls(**init_args)

@@ -100,7 +100,9 @@ def run_names(record: list[tuple[str, str, str, str]]) -> list[tuple[str, str]]:
             names.append((f"base/{Path(recipe).stem}", f"base {Path(recipe).stem}"))
             continue
         name = _option(command, "--trainer.logger.init_args.name") or Path(recipe).parent.name
-        lam = _option(command, "--model.init_args.lambdas")
+        lam = _option(command, "--model.init_args.codec.init_args.lambdas") or _option(
+            command, "--model.init_args.lambdas"
+        )  # the second: records written before the codecs and their training modules were split
         names.append((f"bundled/{name}", name + (f" (λ {lam.strip('[]')})" if lam else "")))
     return names
 

@@ -83,7 +83,7 @@ rungs() {  # methods...
     local extra=() i=0
     [[ $method == onedc ]] && extra=(--model.init_args.rate_warmup_steps 0)  # λ is final from step one
     for lam in ${LADDER[$method]}; do
-      q fit "$method" rungs "recipes/$method/bundled.yaml" --model.init_args.lambdas "[$lam]" \
+      q fit "$method" rungs "recipes/$method/bundled.yaml" --model.init_args.codec.init_args.lambdas "[$lam]" \
         --init_from.checkpoint "$(last "$method")" --trainer.max_steps 80 \
         --trainer.logger.init_args.name "$method-r$i" "${extra[@]}" "${RUNG_ARGS[@]}"
       i=$((i + 1))

@@ -57,20 +57,18 @@ from diffcodec.codecs.backbone import (
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
 from diffcodec.codecs.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
-from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS
 from diffcodec.codecs.rungs import check_lambda_ladder
-from diffcodec.codecs.stablecodec import (
+from diffcodec.codecs.stablecodec.model import (
     BASE_LICENCE,
     LatentCodec,
     StableCodec,
     SynthesisTransform,
     small_backbone_config,
 )
-from diffcodec.training.accumulation import GradientAccumulation
 
 __all__ = [
     "CADC",
@@ -367,7 +365,8 @@ class CADC(StableCodec):
             ``Salesforce/blip-image-captioning-base`` with a base model, SMALL_BLIP without.
         caption_max_length: BLIP generation limit (20 tokens).
         caption_separator: between caption and prompt (", "; "" is the literal concatenation).
-        aux_weight: d₄ of L_aux = MSE(x̂_aux, x) on [−1, 1], stage 2 only (1.0, spec §7).
+
+    Training: :class:`~diffcodec.codecs.cadc.training.CADCTraining`.
     """
 
     method = "cadc"
@@ -376,6 +375,26 @@ class CADC(StableCodec):
     paper = "CADC: Content Adaptive Diffusion-Based Generative Image Compression (Sheng et al., CVPR 2026)"
     paper_url = "https://arxiv.org/abs/2602.21591"
     licence = None  # no official code or weights
+    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
+    retired_args = frozenset(
+        [
+            "accumulate_grad_batches",
+            "adversarial_target",
+            "adversarial_weight",
+            "aux_weight",
+            "clip_model",
+            "clip_weight",
+            "diffaugment",
+            "discriminator_learning_rate",
+            "discriminator_model",
+            "gradient_clip",
+            "learning_rate",
+            "lpips_weight",
+            "mse_weight",
+            "stage",
+            "weight_decay",
+        ]
+    )
 
     def __init__(
         self,
@@ -400,35 +419,14 @@ class CADC(StableCodec):
         lora_alpha: float = 8.0,
         timestep: int = 999,
         color_fix: bool = False,
-        stage: int = 0,
-        mse_weight: float = 2.0,
-        lpips_weight: float = 1.0,
-        clip_weight: float = 0.1,
-        aux_weight: float = 1.0,
-        adversarial_weight: float = 0.1,
-        adversarial_target: float = 0.8,
-        learning_rate: float = 1e-4,
-        discriminator_learning_rate: float = 2e-5,
-        weight_decay: float = 1e-2,
-        gradient_clip: float = 1.0,
-        accumulate_grad_batches: int = 1,
-        clip_model: str | Mapping[str, Any] | None = "openai/clip-vit-base-patch32",
-        discriminator_model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
-        diffaugment: str = "color,translation,cutout",
     ) -> None:
         # StableCodec's constructor builds the VAE-encoder LoRA and ELIC, which CADC removes: CADC builds
         # its own modules and uses StableCodec's methods on them (same attribute names).
-        arguments = {key: value for key, value in locals().items() if key != "self"}
         Codec.__init__(self)
-        if stage not in (0, 1, 2):
-            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
         if captioning and not adgic:
             raise ValueError("captioning (BFATC) captions the ADGIC auxiliary image: it needs adgic=True")
         lambdas, rates = check_lambda_ladder(lambdas, rates)
-        self.save_hyperparameters(arguments)  # explicit: Lightning finds no __class__ cell in this frame
-        self.automatic_optimization = False
-        self._name, self._rates, self.lambdas, self.stage = name, rates, lambdas, stage
-        self.accumulation = GradientAccumulation(accumulate_grad_batches)
+        self._name, self._rates, self.lambdas = name, rates, lambdas
         self.captioning = captioning
 
         codec_args = {**dict(latent_codec or {}), "ugaq": ugaq, "adgic": adgic}
@@ -463,10 +461,6 @@ class CADC(StableCodec):
                 )
 
         self._init_rung_bank()
-        self._losses: dict[str, nn.Module] = {}
-        self.discriminator: DINOv2Discriminator | None = None
-        if stage == 2 and adversarial_weight > 0:
-            self.discriminator = DINOv2Discriminator(discriminator_model, policy=diffaugment)
 
     # ------------------------------------------------------------------ contract
     def base_model_ref(self) -> BaseModelRef | None:
@@ -474,7 +468,7 @@ class CADC(StableCodec):
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
     def base_weight_prefixes(self) -> tuple[str, ...]:
-        """SD-Turbo (VAE, U-Net, text encoder), BLIP and the discriminator's DINOv2 trunk."""
+        """SD-Turbo (VAE, U-Net, text encoder) and BLIP."""
         return (*super().base_weight_prefixes(), "backbone.conditioning.", "captioner.")
 
     # ------------------------------------------------------------------ the pipeline
@@ -498,12 +492,13 @@ class CADC(StableCodec):
         latent = l_0 if res is None else l_0 + res
         return self.backbone.decode(latent).add(1).div(2), l_0
 
-    def forward(self, x: Tensor) -> CodecOutput:
+    def forward(self, x: Tensor, captions: bool = True) -> CodecOutput:
         """Training path on x (B, 3, H, W) ∈ [0, 1], H and W multiples of 256. Captions are generated
-        (without gradient) except in stage 1, which conditions on the fixed prompt only (spec §6.2)."""
+        (without gradient) unless ``captions`` is False (training stage 1 conditions on the fixed prompt
+        only, paper §3.5)."""
         self.check_training_input(x)
         out = self.latent_codec(x * 2 - 1)
-        captions = None if self.stage == 1 else self.caption(out["x_aux"])
+        captions = self.caption(out["x_aux"]) if captions else None
         x_hat, l_0 = self.synthesize(out["l_T"], out["res"], captions)
         aux = {**out, "l_0": l_0, "captions": captions}
         return CodecOutput(x_hat=x_hat, likelihoods=out["likelihoods"], aux=aux)
@@ -521,28 +516,3 @@ class CADC(StableCodec):
         grid = (padded_size[0] // self.pad_multiple, padded_size[1] // self.pad_multiple)
         out = self.latent_codec.decompress([[y_string], [z_string]], grid)
         return self.synthesize(out["l_T"], out["res"], self.caption(out["x_aux"]))[0]
-
-    # ------------------------------------------------------------------ training
-    def generator_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """λ·R + d₁·MSE + d₂·LPIPS_VGG + d₃·L_CLIP, + d₄·L_aux + d₅·L_adv in stage 2 (paper Eq. 15–16).
-
-        R = bpp_y + bpp_z (noisy likelihoods of ȳ and z over the batch's pixels); all distortions on
-        [−1, 1]; L_aux = MSE(g_aux(l_T[:, 0:4]), x) (ADGIC, stage 2 only, spec §5.2).
-        """
-        hp = self.hparams
-        out = self(x)
-        ref, rec = x * 2 - 1, out.x_hat * 2 - 1
-        terms = {"bpp": out.bpp(x.shape[-2] * x.shape[-1]).mean(), "mse": F.mse_loss(rec, ref)}
-        weights = {"bpp": self.lambdas[self.quality], "mse": hp.mse_weight}
-        for key in ("lpips", "clip"):
-            if hp[f"{key}_weight"]:
-                terms[key], weights[key] = self._loss_network(key)(rec, ref), hp[f"{key}_weight"]
-        if self.stage == 2:
-            if out.aux["x_aux"] is not None and hp.aux_weight:
-                terms["aux"], weights["aux"] = F.mse_loss(out.aux["x_aux"], ref), hp.aux_weight
-            if self.discriminator is not None:
-                terms["adversarial"] = self.discriminator.loss(self.discriminator(rec), hp.adversarial_target)
-                weights["adversarial"] = hp.adversarial_weight
-        terms["loss"] = sum(weights[key] * terms[key] for key in weights)
-        terms["x_hat"] = out.x_hat
-        return terms

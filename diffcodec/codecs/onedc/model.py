@@ -50,14 +50,12 @@ Deviations from the official code (each also noted where it happens):
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -67,7 +65,6 @@ from diffcodec.codecs.backbone import (
     BackboneSource,
     ExternalTokens,
     OneStepBackbone,
-    encode_text,
     load_component,
     reference_configs,
     small_backbone,
@@ -81,19 +78,11 @@ from diffcodec.codecs.blocks import (
     ResidualBlockUpsample,
     ResnetBlock,
 )
-from diffcodec.codecs.dmd import DMDGuidance, expand_embedding
 from diffcodec.codecs.entropy.fsq import FSQ
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
 from diffcodec.codecs.entropy.tables import pmfs_to_quantized_cdfs
 from diffcodec.codecs.lora import ONEDC_UNET_EXCLUDE, ONEDC_UNET_TARGETS
-from diffcodec.codecs.onedc_losses import (
-    CodePredictor,
-    LPIPSAvgPool,
-    VQGANTokenizer,
-    code_prediction_loss,
-    tokenizer_input,
-)
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.zoo.hub import fetch
 
@@ -655,17 +644,9 @@ class OneDC(PerRateCodec):
         lora_rank, lora_alpha: the U-Net adapter (64, 8: scaling 0.125; spec §4.1).
         vae_attention_window: windowed VAE mid-block attention (16; None = global).
         sample_latent: sample the VAE posterior (official; seeded with 0 per image when coding) or its mean.
-        stage: 0 inference, 1 (codec + LoRA, spec §6), 2 (DMD2 distillation, codec frozen, spec §7).
-        Stage 1: l1_weight, lpips_weight (1, 1), rate_warmup_steps / rate_warmup_start (4000, 1e-4: λ_step =
-            λ₀ + (step/4000)²·(λ − λ₀)), code_weight (1e-3), code_mse_weight (0.01), tokenizer (a
-            :class:`~diffcodec.codecs.onedc_losses.VQGANTokenizer` config; None disables the code loss),
-            code_predictor (:class:`~diffcodec.codecs.onedc_losses.CodePredictor` options).
-        Stage 2: teacher_model / teacher_revision (SD-1.5 repo or folder for the real and fake scores and the
-            CLIP text encoder; None: random-init teachers from ``backbone``), teacher_prompt (the caption the
-            teachers see; official: per-image BLIP-2 captions), real_guidance_scale (1.75), dm_weight (1),
-            gan_weight (1e-3), recon_weight (0.625), guidance_gan_weight (1e-2), generator_update_every (10).
-        Optimisation: learning_rate (5e-5 stage 1, 1e-6 stage 2), guidance_learning_rate (1e-6),
-            weight_decay (1e-2), gradient_clip (5.0).
+
+    Training (stage 1: codec + LoRA; stage 2: DMD2 distillation, codec frozen):
+    :class:`~diffcodec.codecs.onedc.training.OneDCTraining`.
     """
 
     method = "onedc"
@@ -674,6 +655,33 @@ class OneDC(PerRateCodec):
     paper = "One-Step Diffusion-Based Image Compression with Semantic Distillation (Xue et al., NeurIPS 2025)"
     paper_url = "https://arxiv.org/abs/2505.16687"
     licence = "cc-by-nc-sa-4.0"
+    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
+    retired_args = frozenset(
+        [
+            "code_mse_weight",
+            "code_predictor",
+            "code_weight",
+            "dm_weight",
+            "gan_weight",
+            "generator_update_every",
+            "gradient_clip",
+            "guidance_gan_weight",
+            "guidance_learning_rate",
+            "l1_weight",
+            "learning_rate",
+            "lpips_weight",
+            "rate_warmup_start",
+            "rate_warmup_steps",
+            "real_guidance_scale",
+            "recon_weight",
+            "stage",
+            "teacher_model",
+            "teacher_prompt",
+            "teacher_revision",
+            "tokenizer",
+            "weight_decay",
+        ]
+    )
 
     def __init__(
         self,
@@ -693,43 +701,15 @@ class OneDC(PerRateCodec):
         lora_alpha: float = 8.0,
         vae_attention_window: int | None = 16,
         sample_latent: bool = True,
-        stage: int = 0,
-        l1_weight: float = 1.0,
-        lpips_weight: float = 1.0,
-        rate_warmup_steps: int = 4000,
-        rate_warmup_start: float = 1e-4,
-        code_weight: float = 1e-3,
-        code_mse_weight: float = 0.01,
-        tokenizer: Mapping[str, Any] | None = None,
-        code_predictor: Mapping[str, Any] | None = None,
-        teacher_model: str | None = None,
-        teacher_revision: str | None = None,
-        teacher_prompt: str = "",
-        real_guidance_scale: float = 1.75,
-        dm_weight: float = 1.0,
-        gan_weight: float = 1e-3,
-        recon_weight: float = 0.625,
-        guidance_gan_weight: float = 1e-2,
-        generator_update_every: int = 10,
-        learning_rate: float = 5e-5,
-        guidance_learning_rate: float = 1e-6,
-        weight_decay: float = 1e-2,
-        gradient_clip: float = 5.0,
     ) -> None:
         super().__init__()
-        if stage not in (0, 1, 2):
-            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
         lambdas, rates = check_lambda_ladder(lambdas, rates)
         z_only = tuple(bool(v) for v in z_only) if z_only is not None else (False,) * len(lambdas)
         if len(z_only) != len(lambdas):
             raise ValueError(f"z_only needs one flag per rung ({len(lambdas)}), got {len(z_only)}")
         if (base_unet is None) != (base_vae is None):
             raise ValueError("pass both base_unet (the DMD2 U-Net) and base_vae (the SD-2.1 VAE), or neither")
-        if generator_update_every < 1:
-            raise ValueError(f"generator_update_every must be >= 1, got {generator_update_every}")
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        self._name, self._rates, self.lambdas, self.z_only, self.stage = name, rates, lambdas, z_only, stage
+        self._name, self._rates, self.lambdas, self.z_only = name, rates, lambdas, z_only
 
         codec_args = {**FULL_LATENT_CODEC, **dict(latent_codec or {})}
         self.latent_codec = OneDCLatentCodec(**codec_args)
@@ -759,21 +739,6 @@ class OneDC(PerRateCodec):
         self.vae_reduction = ReduceResBlock(ctrl, self.backbone.latent_channels)
         self._init_rung_bank()
 
-        # training-only parts
-        self.rate_weight: float | None = None  # λ_step when a schedule sets it; None: computed per step
-        self._losses: dict[str, nn.Module] = {}  # LPIPS, built on first use, not in the state dict
-        self.tokenizer = self.code_predictor = self.guidance = None
-        if stage == 1 and tokenizer is not None and code_weight > 0:
-            self.tokenizer = VQGANTokenizer(**dict(tokenizer))
-            self.code_predictor = CodePredictor(
-                semantic, self.tokenizer.codebook.shape[0], **dict(code_predictor or {})
-            )
-        if stage == 2:
-            self.latent_codec.requires_grad_(False)
-            self._build_guidance(
-                teacher_model, teacher_revision, teacher_prompt, backbone, real_guidance_scale
-            )
-
     # ------------------------------------------------------------------ contract
     def base_model_ref(self) -> BaseModelRef | None:
         base = self.hparams.get("base_unet")
@@ -782,7 +747,7 @@ class OneDC(PerRateCodec):
         )
 
     def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "tokenizer.", "guidance.real_unet.")
+        return ("backbone.vae.", "backbone.unet.")
 
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:
@@ -846,184 +811,3 @@ class OneDC(PerRateCodec):
         y_string = None if self.z_only[rung] else encoded.streams[1]
         out = self.latent_codec.decompress(z_string, y_string, padded_size)
         return self.render(self.generate(out["ctrl"], out["tokens"]))
-
-    # ------------------------------------------------------------------ training: shared
-    def _build_guidance(
-        self, teacher: str | None, revision: str | None, prompt: str, backbone: Mapping[str, Any] | None,
-        guidance_scale: float,
-    ) -> None:  # fmt: skip
-        """Stage 2's real and fake scores (SD-1.5), the GAN head and the teachers' text embeddings."""
-        scheduler = reference_configs("sd-1.5")["scheduler_config"]
-        if teacher is not None:
-            from transformers import AutoTokenizer, CLIPTextModel
-
-            def load(loader: Any, sub: str) -> Any:
-                return load_component(loader, teacher, sub, revision=revision)
-
-            real = load(UNet2DConditionModel.from_pretrained, "unet")
-            fake = load(UNet2DConditionModel.from_pretrained, "unet")
-            tokenizer = load(AutoTokenizer.from_pretrained, "tokenizer")
-            text_encoder = load(CLIPTextModel.from_pretrained, "text_encoder")
-            text, uncond = encode_text(tokenizer, text_encoder, [prompt, ""]).chunk(2)
-        else:  # random-init teachers of the backbone's U-Net architecture (tests, CPU recipes)
-            configs = dict(backbone or small_backbone_config(self.latent_codec.semantic_channels))
-            real = UNet2DConditionModel.from_config(configs["unet_config"])
-            fake = copy.deepcopy(real)
-            generator = torch.Generator().manual_seed(0)
-            dim = real.config.cross_attention_dim
-            text, uncond = torch.randn(2, 1, 8, dim, generator=generator)
-        self.guidance = DMDGuidance(real, fake, scheduler, real_guidance_scale=guidance_scale)
-        self.register_buffer("teacher_text", text.detach(), persistent=False)
-        self.register_buffer("teacher_uncond", uncond.detach(), persistent=False)
-
-    def lpips(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        """LPIPS-VGG with average pooling on [0, 1] images (built on first use, not in the state dict)."""
-        if "lpips" not in self._losses:
-            self._losses["lpips"] = LPIPSAvgPool()
-        return self._losses["lpips"].to(x.device)(x_hat, x)
-
-    def rate_lambda(self, step: int | None) -> float:
-        """λ_step = λ₀ + (step/S)²·(λ − λ₀) for 0 < step ≤ S, else λ (spec §6.2; at step 0 the final λ, as the
-        official ``if step and …`` test). A :class:`~diffcodec.training.HyperparameterSchedule` may set
-        ``rate_weight`` instead."""
-        if self.rate_weight is not None:
-            return float(self.rate_weight)
-        hp, final = self.hparams, self.lambdas[self.quality]
-        if step and step <= hp.rate_warmup_steps:
-            return hp.rate_warmup_start + (step / hp.rate_warmup_steps) ** 2 * (final - hp.rate_warmup_start)
-        return final
-
-    def reconstruction_terms(self, x_hat: Tensor, x: Tensor) -> dict[str, Tensor]:
-        """L1 + LPIPS on [0, 1] images (weights ``l1_weight`` / ``lpips_weight``)."""
-        hp = self.hparams
-        terms = {"l1": F.l1_loss(x_hat, x)}
-        recon = hp.l1_weight * terms["l1"]
-        if hp.lpips_weight:
-            terms["lpips"] = self.lpips(x_hat, x)
-            recon = recon + hp.lpips_weight * terms["lpips"]
-        terms["recon"] = recon
-        return terms
-
-    def _step(self) -> int:
-        return int(self.trainer.fit_loop.total_batch_idx) if self._trainer is not None else 0
-
-    def _update(self, optimizer: Any, loss: Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.hparams.gradient_clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm"
-            )
-        optimizer.step()
-
-    # ------------------------------------------------------------------ training: stage 1
-    def stage1_terms(self, x: Tensor, step: int | None = None) -> dict[str, Tensor]:
-        """L1 + LPIPS + λ_step·bpp_y + code_weight·(CE + 0.01·MSE) (spec §6.2–§6.3, paper Eq. 1)."""
-        hp = self.hparams
-        out = self(x)
-        terms = self.reconstruction_terms(out.x_hat, x)
-        num_pixels = x.shape[-2] * x.shape[-1]
-        loss = terms["recon"]
-        if "y" in out.likelihoods:
-            terms["bpp_y"] = train_bpp(out.likelihoods["y"], num_pixels).mean()
-            terms["lambda"] = torch.tensor(self.rate_lambda(step))
-            loss = loss + terms["lambda"] * terms["bpp_y"]
-        if self.code_predictor is not None:
-            z_q, indices = self.tokenizer.tokenize(tokenizer_input(x))
-            logits = self.code_predictor(out.aux["y_semantic"])
-            terms.update(
-                code_prediction_loss(logits, indices, z_q, self.tokenizer.codebook, hp.code_mse_weight)
-            )
-            loss = loss + hp.code_weight * terms["code"]
-        terms["loss"] = loss
-        return terms
-
-    # ------------------------------------------------------------------ training: stage 2
-    def stage2_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
-        """One DMD2 iteration (spec §7): the generator turn when ``step`` % ``generator_update_every`` = 0
-        (L_dm + 1e-3·L_gen + 0.625·(L1 + LPIPS)), then the guidance turn (L_fake + 1e-2·L_D)."""
-        hp = self.hparams
-        guidance = self.guidance
-        opt_g, opt_d = self.optimizers()
-        with torch.no_grad():  # the codec is frozen (spec §7.1)
-            cond = self.encode_latent(x)
-            out = self.latent_codec(x * 2 - 1, cond, z_only=self.z_only[self.quality])
-        batch = x.shape[0]
-        text = expand_embedding(self.teacher_text, batch)
-        uncond = expand_embedding(self.teacher_uncond, batch)
-        logs: dict[str, Tensor] = {}
-        generator_turn = step % hp.generator_update_every == 0
-        with torch.set_grad_enabled(generator_turn):
-            x0 = self.generate(out["ctrl"], out["tokens"])
-        if generator_turn:
-            guidance.requires_grad_(False)  # gradients reach the generator only
-            try:
-                logs["dm"] = guidance.distribution_matching_loss(x0, text, uncond)
-                logs["gen_gan"] = guidance.generator_gan_loss(x0, text)
-                logs.update(self.reconstruction_terms(self.render(x0, clamp=False), x))
-                loss = (
-                    hp.dm_weight * logs["dm"]
-                    + hp.gan_weight * logs["gen_gan"]
-                    + hp.recon_weight * logs["recon"]
-                )
-                self._update(opt_g, loss)
-            finally:
-                guidance.fake_unet.requires_grad_(True)
-                guidance.cls_pred_branch.requires_grad_(True)
-            logs["generator_loss"] = loss
-        logs["fake_score"] = guidance.fake_score_loss(x0, text, uncond)
-        logs["discriminator"] = guidance.discriminator_loss(cond, x0, text)
-        self._update(opt_d, logs["fake_score"] + hp.guidance_gan_weight * logs["discriminator"])
-        return logs
-
-    # ------------------------------------------------------------------ Lightning
-    def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
-        if self.stage == 0:
-            raise RuntimeError("this OneDC was built with stage=0 (inference); set stage to 1 or 2 to train")
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        step = self._step()
-        if self.stage == 1:
-            terms = self.stage1_terms(x, step)
-            self._update(self.optimizers(), terms["loss"])
-            result = terms["loss"]
-        else:
-            terms = self.stage2_step(x, step)
-            result = terms["fake_score"]
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in terms.items() if v.ndim == 0})
-        return result.detach()
-
-    def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
-        """Eval-mode forward: the official bpp estimate of y (+ z) and PSNR of the active rung."""
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        out = self(x)
-        num_pixels = x.shape[-2] * x.shape[-1]
-        bpp = out.rate_bits["z"] / num_pixels
-        if "y" in out.likelihoods:
-            symbols = torch.round(out.aux["y"] - out.aux["means"])
-            bpp = bpp + eval_bpp_estimate(symbols, out.aux["scales"], num_pixels)
-        mse = F.mse_loss(out.x_hat.clamp(0, 1), x)
-        self.log_dict({"val/bpp": bpp.mean(), "val/psnr": -10 * torch.log10(mse)}, sync_dist=True)
-
-    def configure_optimizers(self) -> Any:
-        """AdamW (0.9, 0.999), weight decay 0.01 (spec §6.4, §7.5). Stage 1: codec + LoRA + conv_in +
-        vae_reduction + code predictor. Stage 2: the generator (LoRA, conv_in, vae_reduction) and the guidance
-        (fake U-Net + GAN head). Learning-rate warm-up: a recipe callback (``LinearWarmup``, 500 steps)."""
-        hp = self.hparams
-        if self.stage == 0:
-            raise RuntimeError("this OneDC was built with stage=0 (inference); set stage to 1 or 2 to train")
-        generator = [*self.backbone.trainable_parameters(), *self.vae_reduction.parameters()]
-        if self.stage == 1:
-            generator += [*self.latent_codec.parameters()]
-            if self.code_predictor is not None:
-                generator += [*self.code_predictor.parameters()]
-        params = [p for p in generator if p.requires_grad]
-
-        def adamw(parameters: list[nn.Parameter], lr: float) -> torch.optim.AdamW:
-            return torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
-
-        if self.stage == 1:
-            return adamw(params, hp.learning_rate)
-        return [
-            adamw(params, hp.learning_rate),
-            adamw(self.guidance.guidance_parameters(), hp.guidance_learning_rate),
-        ]

@@ -15,8 +15,8 @@ and the hyperprior z at stride 256, with the 4-step quadtree context model and l
 with the VAE latent inside g_a) and D_Aux (a residual added to the one-step x0 in the scaled latent space).
 The decoder output (paper Eq. 3):  l₀ = (l_T[:, :4] − √(1−ᾱ₉₉₉)·ε) / √ᾱ₉₉₉,  x̂ = D_SD(l₀ + res).
 
-Training (§3.4, spec §8): stage 1 ``λ·R + 2·MSE + LPIPS_VGG + 0.1·L_CLIP`` (λ = 0.5), stage 2 per target λ
-with a DINOv2 discriminator (``+ 0.1·L_adv``).
+Training (§3.4, :mod:`.training`): stage 1 ``λ·R + 2·MSE + LPIPS_VGG + 0.1·L_CLIP`` (λ = 0.5), stage 2 per
+target λ with a DINOv2 discriminator (``+ 0.1·L_adv``).
 
 Where the official code (LuizScarlet/StableCodec) and the paper or plain correctness disagree, diffcodec
 follows the paper / does it right (spec §13):
@@ -45,7 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -68,16 +67,13 @@ from diffcodec.codecs.blocks import (
     Upsample,
     conv3x3,
 )
-from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.elic import ELICAnalysisTransform
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck, modern_parameter_name
 from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
-from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.imageio import ImageLike, to_pil, to_tensor
-from diffcodec.training.accumulation import GradientAccumulation
 
 __all__ = [
     "BASE_MODEL",
@@ -407,11 +403,9 @@ class StableCodec(PerRateCodec):
         timestep: the one-step timestep (999).
         color_fix: write the original's 16-bit colour statistics into every file; the decoder then applies
             the AdaIN colour fix (spec §10.4; recommended for tiled high-resolution images).
-        stage: 0 inference, 1 base training (λ·R + D), 2 per-λ fine-tuning with the DINOv2 discriminator.
-        Training: mse_weight (2), lpips_weight (1), clip_weight (0.1), adversarial_weight (0.1),
-            adversarial_target (0.8), learning_rate, discriminator_learning_rate, weight_decay, gradient_clip,
-            accumulate_grad_batches, clip_model / discriminator_model (hub id, folder, or a config dict for a
-            random-init model), diffaugment.
+
+    Training (stage 1 base training, stage 2 per-λ fine-tuning with the DINOv2 discriminator):
+    :class:`~diffcodec.codecs.stablecodec.training.StableCodecTraining`.
     """
 
     method = "stablecodec"
@@ -420,6 +414,25 @@ class StableCodec(PerRateCodec):
     paper = "StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025)"
     paper_url = "https://arxiv.org/abs/2506.21977"
     licence = "mit"
+    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
+    retired_args = frozenset(
+        [
+            "accumulate_grad_batches",
+            "adversarial_target",
+            "adversarial_weight",
+            "clip_model",
+            "clip_weight",
+            "diffaugment",
+            "discriminator_learning_rate",
+            "discriminator_model",
+            "gradient_clip",
+            "learning_rate",
+            "lpips_weight",
+            "mse_weight",
+            "stage",
+            "weight_decay",
+        ]
+    )
 
     def __init__(
         self,
@@ -440,32 +453,12 @@ class StableCodec(PerRateCodec):
         lora_alpha: float = 8.0,
         timestep: int = 999,
         color_fix: bool = False,
-        stage: int = 0,
-        mse_weight: float = 2.0,
-        lpips_weight: float = 1.0,
-        clip_weight: float = 0.1,
-        adversarial_weight: float = 0.1,
-        adversarial_target: float = 0.8,
-        learning_rate: float = 1e-4,
-        discriminator_learning_rate: float = 2e-5,
-        weight_decay: float = 1e-2,
-        gradient_clip: float = 1.0,
-        accumulate_grad_batches: int = 1,
-        clip_model: str | Mapping[str, Any] | None = "openai/clip-vit-base-patch32",
-        discriminator_model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
-        diffaugment: str = "color,translation,cutout",
     ) -> None:
         super().__init__()
-        if stage not in (0, 1, 2):
-            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
         lambdas, rates = check_lambda_ladder(lambdas, rates)
-        self.save_hyperparameters()
-        self.automatic_optimization = False
         self._name = name
         self._rates = rates
         self.lambdas = lambdas
-        self.stage = stage
-        self.accumulation = GradientAccumulation(accumulate_grad_batches)
 
         codec_args = dict(latent_codec or {})
         self.latent_codec = LatentCodec(**codec_args)
@@ -499,10 +492,6 @@ class StableCodec(PerRateCodec):
             _VAE_ADAPTER, STABLECODEC_VAE_ENCODER_TARGETS, rank=vae_lora_rank, alpha=lora_alpha, on="vae"
         )
         self._init_rung_bank()
-        self._losses: dict[str, nn.Module] = {}  # LPIPS / CLIP, built on first use, not in the state dict
-        self.discriminator: DINOv2Discriminator | None = None
-        if stage == 2 and adversarial_weight > 0:
-            self.discriminator = DINOv2Discriminator(discriminator_model, policy=diffaugment)
 
     # ------------------------------------------------------------------ contract
     def base_model_ref(self) -> BaseModelRef | None:
@@ -510,7 +499,7 @@ class StableCodec(PerRateCodec):
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
     def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "discriminator.backbone.")
+        return ("backbone.vae.", "backbone.unet.")
 
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:
@@ -595,102 +584,3 @@ class StableCodec(PerRateCodec):
             with torch.no_grad():
                 x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
         return to_pil(x_hat) if output == "pil" else x_hat
-
-    # ------------------------------------------------------------------ training
-    def _loss_network(self, name: str) -> nn.Module:
-        if name not in self._losses:
-            hp = self.hparams
-            self._losses[name] = LPIPSLoss("vgg") if name == "lpips" else CLIPLoss(hp.clip_model)
-        return self._losses[name].to(self.device)
-
-    def generator_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """λ·R + D (+ β·L_adv in stage 2) on x ∈ [0, 1] at the active rung (paper Eq. 5–7, spec §8.1).
-
-        R = bpp_y + bpp_z from the noisy likelihoods over the batch's pixel count; D = 2·MSE + LPIPS_VGG +
-        0.1·L_CLIP on images in [−1, 1]; L_adv = BCE(D(x̂), 0.8) (the official generator target).
-        """
-        hp = self.hparams
-        out = self(x)
-        bpp = out.bpp(x.shape[-2] * x.shape[-1]).mean()
-        ref, rec = x * 2 - 1, out.x_hat * 2 - 1
-        terms = {"bpp": bpp, "mse": F.mse_loss(rec, ref)}
-        loss = self.lambdas[self.quality] * bpp + hp.mse_weight * terms["mse"]
-        if hp.lpips_weight:
-            terms["lpips"] = self._loss_network("lpips")(rec, ref)
-            loss = loss + hp.lpips_weight * terms["lpips"]
-        if hp.clip_weight:
-            terms["clip"] = self._loss_network("clip")(rec, ref)
-            loss = loss + hp.clip_weight * terms["clip"]
-        if self.stage == 2 and self.discriminator is not None:
-            terms["adversarial"] = self.discriminator.loss(self.discriminator(rec), hp.adversarial_target)
-            loss = loss + hp.adversarial_weight * terms["adversarial"]
-        terms["loss"] = loss
-        terms["x_hat"] = out.x_hat
-        return terms
-
-    def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
-        """One micro-batch of stage 1 or 2, manual optimisation with gradient accumulation (spec §8).
-
-        Stage 2 then updates the discriminator on 0.1·[BCE(D(x), 0.8) + BCE(D(x̂.detach()), 0)]; the
-        generator pass leaves no gradient in it (the official loop leaks one, spec §8.3), and real and fake
-        terms share one optimiser step per accumulation group (the official code steps twice, which under
-        accumulation mixes the two terms anyway).
-        """
-        if self.stage == 0:
-            raise RuntimeError(
-                "this StableCodec was built with stage=0 (inference); set stage to 1 or 2 to train"
-            )
-        hp = self.hparams
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        optimizers = self.optimizers()
-        opt_g, opt_d = optimizers if isinstance(optimizers, (list, tuple)) else (optimizers, None)
-        if opt_d is not None:
-            self.toggle_optimizer(opt_g)  # discriminator parameters: requires_grad False for this pass
-        terms = self.generator_terms(x)
-        self.accumulation.backward(self, terms["loss"], batch_idx)
-        self.accumulation.step(self, opt_g, batch_idx, clip_norm=hp.gradient_clip)
-        logs = {f"train/{k}": v.detach() for k, v in terms.items() if v.ndim == 0}
-        if opt_d is not None:
-            self.untoggle_optimizer(opt_g)
-            self.toggle_optimizer(opt_d)
-            real = self.discriminator.loss(self.discriminator(x * 2 - 1), hp.adversarial_target)
-            fake = self.discriminator.loss(self.discriminator(terms["x_hat"].detach() * 2 - 1), 0.0)
-            d_loss = hp.adversarial_weight * (real + fake)
-            self.accumulation.backward(self, d_loss, batch_idx)
-            self.accumulation.step(self, opt_d, batch_idx, clip_norm=hp.gradient_clip)
-            self.untoggle_optimizer(opt_d)
-            logs |= {"train/d_real": real.detach(), "train/d_fake": fake.detach()}
-        self.log_dict(logs, prog_bar=False)
-        return terms["loss"].detach()
-
-    def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
-        """Forward pass in eval mode: likelihood bpp (rounded latents) and PSNR of the active rung."""
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        out = self(x)
-        mse = F.mse_loss(out.x_hat.clamp(0, 1), x)
-        logs = {"val/bpp": out.bpp(x.shape[-2] * x.shape[-1]).mean(), "val/psnr": -10 * torch.log10(mse)}
-        self.log_dict(logs, sync_dist=True)
-
-    def configure_optimizers(self) -> Any:
-        """AdamW (0.9, 0.999), eps 1e-8, weight decay 1e-2 over the latent codec, the U-Net LoRA + conv_in
-        and the VAE-encoder LoRA (spec §8.1); stage 2 adds the discriminator heads' AdamW."""
-        hp = self.hparams
-        if self.stage == 0:
-            raise RuntimeError(
-                "this StableCodec was built with stage=0 (inference); set stage to 1 or 2 to train"
-            )
-        params = [*self.latent_codec.parameters(), *self.backbone.trainable_parameters()]
-        generator = torch.optim.AdamW(
-            params, lr=hp.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=hp.weight_decay
-        )
-        if self.discriminator is None:
-            return generator
-        heads = [p for p in self.discriminator.parameters() if p.requires_grad]
-        discriminator = torch.optim.AdamW(
-            heads,
-            lr=hp.discriminator_learning_rate,
-            betas=(0.9, 0.999),
-            eps=1e-8,
-            weight_decay=hp.weight_decay,
-        )
-        return [generator, discriminator]

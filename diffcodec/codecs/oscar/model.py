@@ -17,19 +17,7 @@ The rung table (latent stride s, codebook size K, timestep t) is :data:`OFFICIAL
 Real coding (the official code has none, §1.3): the file holds the rung, the size, the four channel norms
 A_c as float16 (side information, counted) and the indices as fixed-length fields.
 
-Training (:meth:`OSCAR.training_step`, ``stage`` 1 or 2) follows the paper where the official code departs
-from it (``oscar.md`` §12), keeping the official behaviour reachable by configuration:
-
-- stage 1 trains all hyper-encoders *in parallel* (paper §4.1; the code runs one job per rate — the same
-  maths, gradients are clipped per hyper-encoder as in separate runs): L_sim (Eq. 6) + L_VQ commitment
-  (Eq. 7–8; ``commitment_weight=0`` is the official code, which discards it);
-- stage 2 (Eq. 14–16): a random rung per step, L_repa + λ₁·(L₂ + DISTS + EA-DISTS) + λ₂·L_G, with a latent
-  discriminator (:class:`LatentDiscriminator`) whose generator loss has gradients (the official code wraps
-  the discriminator in ``no_grad``, which makes L_G inert: ``gan_weight=0`` reproduces it). The official
-  L1 pixel loss, stage-2 per-channel cosine with weight 2 and AdamW weight decay 1e-2 are options
-  (``pixel_loss="l1"``, ``latent_cosine_axis="channel"``, ``latent_cosine_weight=2``, ``weight_decay``).
-- The U-Net's ``conv_in`` base weights stay frozen (only its LoRA trains), as in the official code and the
-  paper ("we apply LoRA").
+Training (stages 1 and 2, the paper's losses and the latent discriminator): :mod:`.training`.
 
 Other deviations: images are padded (reflect) to a multiple of the rung's grid stride instead of being
 resized down to a multiple of 128; the norm rescale divides by max(‖ẑ_c‖, 1e-12) (no epsilon officially);
@@ -38,24 +26,20 @@ checkpoints of the legacy generation (commit 5bb805c) are refused by :func:`chec
 
 from __future__ import annotations
 
-import copy
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs import losses
 from diffcodec.codecs.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
 from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
-from diffcodec.codecs.discriminators import LatentDiscriminator
 from diffcodec.codecs.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
 
 __all__ = [
@@ -320,10 +304,6 @@ def small_config(cross_attention_dim: int = 32) -> dict[str, dict[str, Any]]:
     return tiny_configs(cross_attention_dim=cross_attention_dim, prediction_type="v_prediction")
 
 
-PixelLossKind = Literal["mse", "l1"]
-CosineAxis = Literal["position", "channel"]
-
-
 class OSCAR(Codec):
     """OSCAR codec: eight rungs from one model (see the module docstring).
 
@@ -338,16 +318,35 @@ class OSCAR(Codec):
         lora_rank, lora_alpha: the three U-Net adapters (16, 8 → scaling 0.5).
         embedding_length: rows of the learned prompt embedding E (77).
         sample_latent: encode with a posterior sample (official, also at test time) or the mean.
-        stage: 0 inference only, 1 representation alignment, 2 unified fine-tuning.
-        Training (stage 1/2): pixel_loss, dists_weight, edge_dists_weight, latent_cosine_weight,
-            latent_cosine_axis, commitment_weight, gan_weight (λ₂), discriminator_weight, gan_loss,
-            learning_rate, weight_decay, discriminator_learning_rate, gradient_clip, rung_seed.
+
+    Training (stages 1 and 2, losses, the latent discriminator): :class:`~diffcodec.codecs.oscar.training.
+    OSCARTraining`.
     """
 
     method = "oscar"
     paper = "OSCAR: One-Step Diffusion Codec Across Multiple Bit-rates (Guo et al., NeurIPS 2025)"
     paper_url = "https://arxiv.org/abs/2505.16091"
     licence = "unspecified"
+    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
+    retired_args = frozenset(
+        [
+            "commitment_weight",
+            "discriminator_learning_rate",
+            "discriminator_weight",
+            "dists_weight",
+            "edge_dists_weight",
+            "gan_loss",
+            "gan_weight",
+            "gradient_clip",
+            "latent_cosine_axis",
+            "latent_cosine_weight",
+            "learning_rate",
+            "pixel_loss",
+            "rung_seed",
+            "stage",
+            "weight_decay",
+        ]
+    )
 
     def __init__(
         self,
@@ -365,27 +364,8 @@ class OSCAR(Codec):
         lora_alpha: float = 8.0,
         embedding_length: int = 77,
         sample_latent: bool = True,
-        stage: int = 0,
-        pixel_loss: PixelLossKind = "mse",
-        dists_weight: float = 1.0,
-        edge_dists_weight: float = 1.0,
-        latent_cosine_weight: float = 1.0,
-        latent_cosine_axis: CosineAxis = "position",
-        commitment_weight: float = 1.0,
-        gan_weight: float = 5e-3,
-        discriminator_weight: float = 1.0,
-        gan_loss: losses.GanLoss = "non-saturating",
-        learning_rate: float = 5e-5,
-        weight_decay: float = 1e-5,
-        discriminator_learning_rate: float = 5e-5,
-        gradient_clip: float = 1.0,
-        rung_seed: int = 123,
     ) -> None:
         super().__init__()
-        if stage not in (0, 1, 2):
-            raise ValueError(f"stage must be 0 (inference), 1 or 2, got {stage!r}")
-        self.save_hyperparameters()
-        self.automatic_optimization = False
         self._name = name
         self.rung_table = tuple(Rung(int(r["latent_stride"]), int(r["codebook_size"])) for r in rungs)
         if not self.rung_table:
@@ -408,13 +388,6 @@ class OSCAR(Codec):
         self._timesteps = self._checked_timesteps(timesteps)
         self._rates = tuple(rung.nominal_bpp(self.backbone.vae_scale_factor) for rung in self.rung_table)
 
-        self.stage = stage
-        self.discriminator: LatentDiscriminator | None = None
-        if stage == 2 and gan_weight > 0:  # a clean copy of the base U-Net, before the codec's adapters
-            self.discriminator = LatentDiscriminator(
-                copy.deepcopy(self.backbone.unet), lora_rank=lora_rank, lora_alpha=lora_alpha,
-                embedding_length=embedding_length,
-            )  # fmt: skip
         targets = official_lora_targets(self.backbone.unet)
         for group, modules in targets.items():
             if modules:
@@ -430,7 +403,6 @@ class OSCAR(Codec):
             )
             for rung in self.rung_table
         )  # fmt: skip
-        self._loss_networks: dict[str, nn.Module] = {}  # DISTS, built on first use; not in the state dict
 
     # ------------------------------------------------------------------ contract
     @property
@@ -448,7 +420,7 @@ class OSCAR(Codec):
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
     def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "discriminator.unet.")
+        return ("backbone.vae.", "backbone.unet.")
 
     def _checked_timesteps(self, timesteps: Sequence[int]) -> tuple[int, ...]:
         values = tuple(int(t) for t in timesteps)
@@ -463,7 +435,7 @@ class OSCAR(Codec):
 
     def set_timesteps(self, timesteps: Sequence[int]) -> None:
         """Replace the rung → timestep table (e.g. after calibration); ``save_pretrained`` then writes it
-        into config.json and Lightning checkpoints into their hyper-parameters."""
+        into config.json."""
         self._timesteps = self._checked_timesteps(timesteps)
         self.hparams["timesteps"] = list(self._timesteps)
         self.__dict__["_diffcodec_init_args"]["timesteps"] = list(self._timesteps)  # the config.json record
@@ -536,138 +508,3 @@ class OSCAR(Codec):
         z_hat = self.hyper_encoders[rung].decode(indices)
         norms_t = torch.from_numpy(norms.astype(np.float32)).to(z_hat)[None]
         return self.synthesize(z_hat, norms_t, rung)[0]
-
-    # ------------------------------------------------------------------ training
-    def _draw_rung(self) -> int:
-        """Stage 2's rung for this step: uniform, the same on every rank (seeded by the global step)."""
-        return random.Random(self.hparams.rung_seed * 1_000_003 + self.global_step).randrange(self.num_rungs)
-
-    def alignment_loss(self, z0: torch.Tensor, out: HyperEncoderOutput) -> dict[str, torch.Tensor]:
-        """L_repa = L_sim (Eq. 6, ``latent_cosine_axis``) + commitment (Eq. 7–8), unweighted terms."""
-        cosine = losses.latent_cosine_similarity(z0, out.z_hat, self.hparams.latent_cosine_axis).mean()
-        return {"cosine": cosine, "commit": out.commit_loss}
-
-    def generator_terms(self, x: torch.Tensor, rung: int) -> dict[str, torch.Tensor]:
-        """Stage-2 losses at ``rung`` (paper Eq. 14–15) and their weighted sum ``loss``."""
-        hp = self.hparams
-        out = self(x, rung=rung)
-        aux = out.aux
-        align = self.alignment_loss(
-            aux["z0"], HyperEncoderOutput(aux["z_hat"], aux["indices"], aux["commit_loss"])
-        )
-        terms = {"pixel": losses.pixel_loss(out.x_hat, x, hp.pixel_loss), **align}
-        loss = (
-            terms["pixel"]
-            - hp.latent_cosine_weight * align["cosine"]
-            + hp.commitment_weight * align["commit"]
-        )
-        if hp.dists_weight or hp.edge_dists_weight:
-            if "dists" not in self._loss_networks:
-                self._loss_networks["dists"] = losses.DISTSLoss()
-            dists = self._loss_networks["dists"].to(x.device)
-            if hp.dists_weight:
-                terms["dists"] = dists(out.x_hat, x)
-                loss = loss + hp.dists_weight * terms["dists"]
-            if hp.edge_dists_weight:
-                terms["edge_dists"] = dists.edge_aware(out.x_hat, x)
-                loss = loss + hp.edge_dists_weight * terms["edge_dists"]
-        if self.discriminator is not None:
-            logits = self.discriminator(*self._noised(aux["x0"]))
-            terms["gan"] = losses.generator_loss(logits, hp.gan_loss)
-            loss = loss + hp.gan_weight * terms["gan"]
-        terms["loss"] = loss
-        terms["x0"] = aux["x0"]
-        terms["z0"] = aux["z0"]
-        return terms
-
-    def _noised(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A latent noised at t ~ U{20, …, 979} (``oscar.md`` §7.5), and t."""
-        steps = torch.randint(20, 980, (latent.shape[0],), device=latent.device)
-        return self.backbone.add_noise(latent, torch.randn_like(latent), steps), steps
-
-    def training_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if self.stage == 1:
-            return self._stage1_step(x)
-        if self.stage == 2:
-            return self._stage2_step(x)
-        raise RuntimeError("this OSCAR was built with stage=0 (inference); set stage to 1 or 2 to train")
-
-    def _stage1_step(self, x: torch.Tensor) -> torch.Tensor:
-        """All hyper-encoders at once on one VAE encoding; the U-Net is not used (paper §3.3)."""
-        optimizer = self.optimizers()
-        with torch.no_grad():
-            z0 = self.encode_latent(x)
-        total = x.new_zeros(())
-        logs = {}
-        for rung, encoder in enumerate(self.hyper_encoders):
-            terms = self.alignment_loss(z0, encoder(z0))
-            total = total - terms["cosine"] + self.hparams.commitment_weight * terms["commit"]
-            logs[f"train/cosine_q{rung}"] = terms["cosine"].detach()
-        optimizer.zero_grad()
-        self.manual_backward(total)
-        for encoder in self.hyper_encoders:  # per encoder: the official runs are independent
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), self.hparams.gradient_clip)
-        optimizer.step()
-        self.log_dict({"train/loss": total.detach(), **logs}, prog_bar=False)
-        return total.detach()
-
-    def _stage2_step(self, x: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        optimizers = self.optimizers()
-        opt_g, opt_d = optimizers if isinstance(optimizers, (list, tuple)) else (optimizers, None)
-        rung = self._draw_rung()
-        if opt_d is not None:
-            self.toggle_optimizer(opt_g)  # the discriminator's parameters get no generator gradients
-        terms = self.generator_terms(x, rung)
-        opt_g.zero_grad()
-        self.manual_backward(terms["loss"])
-        self.clip_gradients(opt_g, gradient_clip_val=hp.gradient_clip, gradient_clip_algorithm="norm")
-        opt_g.step()
-        logs = {f"train/{k}": v.detach() for k, v in terms.items() if v.ndim == 0}
-        if opt_d is not None:
-            self.untoggle_optimizer(opt_g)
-            self.toggle_optimizer(opt_d)
-            real = self.discriminator(*self._noised(terms["z0"]))
-            fake = self.discriminator(*self._noised(terms["x0"].detach()))
-            d_loss = hp.discriminator_weight * losses.discriminator_loss(real, fake, hp.gan_loss)
-            opt_d.zero_grad()
-            self.manual_backward(d_loss)
-            self.clip_gradients(opt_d, gradient_clip_val=hp.gradient_clip, gradient_clip_algorithm="norm")
-            opt_d.step()
-            self.untoggle_optimizer(opt_d)
-            logs["train/discriminator"] = d_loss.detach()
-        self.log_dict({**logs, "train/rung": float(rung)})
-        return terms["loss"].detach()
-
-    def validation_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> None:
-        """Stage 1: the cosine similarity per rung (what calibration measures). Stage 2: also pixel MSE."""
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        z0 = self.encode_latent(x)
-        logs = {}
-        for rung, encoder in enumerate(self.hyper_encoders):
-            s = self.backbone.vae_scale_factor * self.rung_table[rung].latent_stride
-            if x.shape[-2] % s or x.shape[-1] % s:
-                continue
-            z_hat = encoder.decode(encoder.encode(z0))
-            logs[f"val/cosine_q{rung}"] = losses.latent_cosine_similarity(z0, z_hat, "position").mean()
-            if self.stage == 2:
-                x_hat = self.synthesize(z_hat, channel_norms(z0), rung)[0]
-                logs[f"val/mse_q{rung}"] = torch.mean((x_hat - x) ** 2)
-        self.log_dict(logs, sync_dist=True)
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        if self.stage == 0:
-            raise RuntimeError("this OSCAR was built with stage=0 (inference); set stage to 1 or 2 to train")
-        params = list(self.hyper_encoders.parameters())
-        if self.stage == 2:
-            params += [p for p in self.backbone.trainable_parameters() if p.requires_grad]
-        generator = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        if self.discriminator is None:
-            return generator
-        trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
-        discriminator = torch.optim.AdamW(
-            trainable, lr=hp.discriminator_learning_rate, weight_decay=hp.weight_decay
-        )
-        return [generator, discriminator]

@@ -1,0 +1,183 @@
+"""The one base class of every method's training module: a LightningModule that wraps a codec.
+
+A :class:`~diffcodec.codecs.base.Codec` is a plain ``torch.nn.Module`` holding the architecture (what
+``config.json`` records). Everything that is only needed to train it lives in its method's training module
+(``diffcodec.codecs.<method>.training``), a subclass of :class:`CodecTraining`::
+
+    OSCARTraining(codec=OSCAR(...), stage=2, learning_rate=5e-5, gan_weight=5e-3, ...)
+        ├── self.codec              the codec being trained (``diffcodec export`` saves exactly this)
+        ├── self.discriminator      training-only networks (GAN heads, teachers, tokenizers)
+        └── losses, optimisers, stage handling
+
+What the base class does once for all methods:
+
+- **stages**: ``stage`` is checked against the method's :attr:`CodecTraining.stages`;
+- **batches**: :meth:`CodecTraining.images` unpacks ``x`` or ``(x, …)`` batches;
+- **gradient accumulation and clipping** (:meth:`CodecTraining.update`): every method accumulates over
+  ``accumulate_grad_batches`` micro-batches (loss / N, DDP gradient sync on the last micro-batch only)
+  and clips the gradient norm at ``gradient_clip`` before each optimiser step;
+- **generator / discriminator alternation** (:meth:`CodecTraining.toggled`): only the optimiser whose
+  turn it is receives gradients;
+- **the optimisation step** (:attr:`CodecTraining.optimizer_step_count`): the step the LR schedules
+  (:mod:`diffcodec.training.schedules`) see counts optimiser steps, i.e. micro-batches // N;
+- **logging** (:meth:`CodecTraining.log_terms`).
+
+Optimisation is manual (Lightning refuses ``accumulate_grad_batches`` with manual optimisation, and the
+G/D and DMD stages need it), through :class:`~diffcodec.training.accumulation.GradientAccumulation`,
+so that accumulation and clipping are configured in one place, the module, for every stage and method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+
+from diffcodec.codecs.base import Codec, CodecOutput
+from diffcodec.training.accumulation import GradientAccumulation
+
+__all__ = ["CodecTraining", "images"]
+
+
+def images(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The image tensor of a batch: ``x`` itself or the first element of ``(x, …)``."""
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+class CodecTraining(L.LightningModule):
+    """Base of the methods' training modules (see the module docstring).
+
+    Args:
+        codec: the codec to train (a recipe gives it as ``{class_path: …, init_args: …}``).
+        stage: the training stage (one of :attr:`stages`).
+        learning_rate: the generator's (codec's) learning rate.
+        weight_decay: AdamW weight decay.
+        gradient_clip: the gradient-norm limit applied before every optimiser step (None: no clipping).
+        accumulate_grad_batches: micro-batches per optimiser step.
+
+    Subclasses set :attr:`stages`, :attr:`base_weight_prefixes` (frozen pretrained weights of their
+    training-only networks, left out of checkpoints like the codec's own base weights) and implement
+    ``training_step`` / ``configure_optimizers`` with the helpers below.
+    """
+
+    #: the stages this method trains in
+    stages: ClassVar[tuple[int, ...]] = (1, 2)
+    #: training-module state-dict prefixes holding frozen pretrained weights (e.g. a discriminator's trunk)
+    base_weight_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        codec: Codec,
+        *,
+        stage: int = 1,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.0,
+        gradient_clip: float | None = 1.0,
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(codec, Codec):
+            raise TypeError(f"codec must be a diffcodec Codec, got {type(codec).__name__}")
+        if stage not in self.stages:
+            stages = ", ".join(str(s) for s in self.stages)
+            raise ValueError(f"{type(self).__name__} trains stage {stages}; got stage={stage!r}")
+        self.save_hyperparameters(ignore=["codec"])
+        self.automatic_optimization = False
+        self.codec = codec
+        self.stage = stage
+        self.accumulation = GradientAccumulation(accumulate_grad_batches)
+
+    # ------------------------------------------------------------------ the codec
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> CodecOutput:
+        return self.codec(x, *args, **kwargs)
+
+    images = staticmethod(images)
+
+    @property
+    def pad_multiple(self) -> int:
+        """The codec's: whole validation images are padded to it (the data modules ask the module)."""
+        return self.codec.pad_multiple
+
+    def is_base_weight(self, key: str) -> bool:
+        """Whether state-dict entry ``key`` is a frozen pretrained weight (never written to checkpoints).
+
+        Only when the codec names its base model (:meth:`Codec.base_model_ref`): the constructors re-load
+        those weights. The codec's keys ask the codec; the training-only networks' keys are under
+        :attr:`base_weight_prefixes`.
+        """
+        if self.codec.base_model_ref() is None:
+            return False
+        if key.startswith("codec."):
+            return self.codec.is_base_weight(key[len("codec.") :])
+        return key.startswith(self.base_weight_prefixes)
+
+    # ------------------------------------------------------------------ optimisation
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Micro-batches per optimiser step (what the LR schedules divide the batch count by)."""
+        return self.accumulation.every
+
+    @property
+    def optimizer_step_count(self) -> int:
+        """Optimiser steps taken before the current micro-batch (its whole group shares the number)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0
+        return max(0, int(trainer.fit_loop.total_batch_idx)) // self.accumulation.every
+
+    def adamw(self, parameters: Iterable[torch.nn.Parameter], lr: float, **kwargs: Any) -> torch.optim.AdamW:
+        """AdamW over the trainable ``parameters`` with the module's weight decay."""
+        trainable = [p for p in parameters if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=self.hparams.weight_decay, **kwargs)
+
+    def optimizer_pair(self) -> tuple[LightningOptimizer, LightningOptimizer | None]:
+        """(generator optimiser, discriminator optimiser or None)."""
+        optimizers = self.optimizers()
+        if isinstance(optimizers, (list, tuple)):
+            return optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
+        return optimizers, None
+
+    def update(
+        self,
+        optimizer: LightningOptimizer,
+        loss: torch.Tensor,
+        batch_idx: int,
+        *,
+        clip_groups: Sequence[Iterable[torch.nn.Parameter]] | None = None,
+    ) -> bool:
+        """Backward ``loss`` / N; at the end of an accumulation group clip, step and zero the gradients.
+
+        The gradient norm is clipped at ``gradient_clip`` over the optimiser's parameters, or per group
+        of ``clip_groups`` (independent sub-networks clipped separately). Returns whether it stepped.
+        """
+        self.accumulation.backward(self, loss, batch_idx)
+        clip = self.hparams.gradient_clip
+        if clip_groups is not None and clip and self.accumulation.is_step(self, batch_idx):
+            for group in clip_groups:
+                torch.nn.utils.clip_grad_norm_(list(group), clip)
+            clip = None
+        return self.accumulation.step(self, optimizer, batch_idx, clip_norm=clip or None)
+
+    @contextlib.contextmanager
+    def toggled(self, optimizer: LightningOptimizer | None, alternating: bool = True) -> Iterator[None]:
+        """Inside: only ``optimizer``'s parameters require gradients (G/D alternation); a no-op when the
+        stage has a single optimiser (``alternating`` False or ``optimizer`` None)."""
+        if optimizer is None or not alternating:
+            yield
+            return
+        with self.toggled_optimizer(optimizer):
+            yield
+
+    # ------------------------------------------------------------------ logging
+    def log_terms(self, terms: Mapping[str, Any], prefix: str = "train/", **kwargs: Any) -> None:
+        """Log the scalar tensors of ``terms`` (detached) under ``prefix``."""
+        logs = {
+            f"{prefix}{key}": value.detach().float()
+            for key, value in terms.items()
+            if isinstance(value, torch.Tensor) and value.ndim == 0
+        }
+        self.log_dict(logs, **kwargs)
