@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffcodec.codecs.entropy import GaussianConditional, get_scale_table
+from diffcodec.entropy import GaussianConditional, get_scale_table
 
 
 def _best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -106,7 +106,7 @@ def main() -> None:
     print(f"  encode          {n / enc_s / 1e6:.2f} M symbols/s  ({enc_s:.3f} s)")
     print(f"  decode+verify   {n / dec_s / 1e6:.2f} M symbols/s  ({dec_s:.3f} s)")
 
-    from diffcodec.codecs.entropy import decode_symbols
+    from diffcodec.entropy import decode_symbols
 
     flat_idx, flat_sym = indexes.numpy().reshape(-1), symbols.numpy().reshape(-1)
     raw_s, raw = _best_of(args.repeats, lambda: decode_symbols(strings[0], flat_idx, table, verify=False))

@@ -13,9 +13,8 @@ from diffcodec.errors import (
     DiffcodecError,
     MissingWeightsError,
 )
+from diffcodec.version import __version__
 from diffcodec.zoo import list_models, load
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "Bitstream",

@@ -39,7 +39,7 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "export": ("diffcodec.training.cli", "export a trained checkpoint as a diffcodec model folder"),
     "shards": ("diffcodec.data.cli", "pack an image folder into WebDataset shards"),
     "convert": ("diffcodec.zoo.convert", "convert an official checkpoint to diffcodec's format"),
-    "calibrate": ("diffcodec.codecs.calibration", "OSCAR: measure the rung → pseudo-timestep table"),
+    "calibrate": ("diffcodec.training.calibration", "OSCAR: measure the rung → pseudo-timestep table"),
     "bench": ("diffcodec.eval.bench", "time compression and decompression"),
     "demo": ("diffcodec.demo", "the main job offline: bundled image → .dcb file → image, bpp/PSNR/LPIPS"),
 }

@@ -18,7 +18,7 @@ from tokenizers.pre_tokenizers import ByteLevel
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from diffcodec.codecs.backbone import (
+from diffcodec.nn.backbone import (
     DEFAULT_PROMPT,
     BaseModelNotFoundError,
     CaptionPrompt,
@@ -30,7 +30,7 @@ from diffcodec.codecs.backbone import (
     reference_configs,
     tiny_configs,
 )
-from diffcodec.codecs.lora import (
+from diffcodec.nn.lora import (
     ONEDC_UNET_EXCLUDE,
     ONEDC_UNET_TARGETS,
     STABLECODEC_UNET_TARGETS,

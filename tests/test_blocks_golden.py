@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from diffcodec.codecs import blocks
+from diffcodec.nn import blocks
 
 ATOL = 1e-5
 

@@ -21,9 +21,9 @@ from diffcodec.codecs.cadc import (
     PixelAnalysisTransform,
     UncertaintyNetwork,
 )
-from diffcodec.codecs.captioner import SMALL_BLIP, BlipCaptioner
-from diffcodec.codecs.entropy.factorized import EntropyBottleneck
+from diffcodec.entropy.factorized import EntropyBottleneck
 from diffcodec.imageio import to_tensor
+from diffcodec.nn.captioner import SMALL_BLIP, BlipCaptioner
 
 REPO = Path(__file__).resolve().parents[1]
 CHEAP_LOSSES = {"lpips_weight": 0.0, "clip_weight": 0.0, "adversarial_weight": 0.0}

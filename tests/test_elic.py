@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffcodec.codecs.elic import OFFICIAL_PREFIX, ELICAnalysisTransform
+from diffcodec.nn.elic import OFFICIAL_PREFIX, ELICAnalysisTransform
 
 DTYPES = {"int32": torch.int32, "float32": torch.float32}
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.entropy import (
+from diffcodec.entropy import (
     CdfTable,
     EntropyBottleneck,
     GaussianConditional,

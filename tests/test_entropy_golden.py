@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffcodec.codecs.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+from diffcodec.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
 
 LIKELIHOOD_ATOL = 3e-8
 

@@ -14,7 +14,7 @@ from diffcodec import errors
         ("diffcodec.bitstream", "DecodeError", ValueError),
         ("diffcodec.zoo.hub", "CheckpointError", ValueError),
         ("diffcodec.zoo.hub", "MissingWeightsError", FileNotFoundError),
-        ("diffcodec.codecs.backbone", "BaseModelNotFoundError", FileNotFoundError),
+        ("diffcodec.nn.backbone", "BaseModelNotFoundError", FileNotFoundError),
         ("diffcodec.demo", "ModelUnavailableError", RuntimeError),
         ("diffcodec.cli", "UsageError", Exception),
         ("diffcodec.data.crops", "TooSmall", Exception),

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.entropy.fsq import FSQ
+from diffcodec.entropy.fsq import FSQ
 
 
 @pytest.fixture(scope="module")

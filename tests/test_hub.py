@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import diffcodec
-from diffcodec.codecs.backbone import OneStepBackbone
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.latent_hyperprior import LatentHyperprior, tiny_backbone
 from diffcodec.imageio import to_tensor
+from diffcodec.nn.backbone import OneStepBackbone
 from diffcodec.zoo.hub import (
     CheckpointError,
     MissingWeightsError,

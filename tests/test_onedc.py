@@ -22,8 +22,8 @@ from diffcodec.codecs.onedc import (
     OneDC,
     small_backbone_config,
 )
+from diffcodec.codecs.onedc.convert import codec_from_official, parse_folder_name
 from diffcodec.imageio import to_tensor
-from diffcodec.zoo.convert_onedc import codec_from_official, parse_folder_name
 from diffcodec.zoo.hub import CheckpointError
 
 SEMANTIC = TINY_LATENT_CODEC["unet_channels"][-1]

@@ -15,10 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffcodec.codecs.backbone import reference_configs
-from diffcodec.codecs.entropy.coder import decode_symbols, encode_symbols
-from diffcodec.codecs.entropy.quadtree import quadtree_masks, squeeze_groups
-from diffcodec.codecs.lora import adapted_modules
 from diffcodec.codecs.onedc import (
     FULL_LATENT_CODEC,
     SMALL_LATENT_CODEC,
@@ -27,6 +23,10 @@ from diffcodec.codecs.onedc import (
     OneDCLatentCodec,
     eval_bpp_estimate,
 )
+from diffcodec.entropy.coder import decode_symbols, encode_symbols
+from diffcodec.entropy.quadtree import quadtree_masks, squeeze_groups
+from diffcodec.nn.backbone import reference_configs
+from diffcodec.nn.lora import adapted_modules
 
 ATOL, RTOL = 1e-5, 1e-4
 

@@ -10,17 +10,17 @@ import torch
 import yaml
 from diffusers import UNet2DConditionModel
 
-from diffcodec.codecs.dmd import ClassifierHead, DMDGuidance, unet_mid_features, x0_from_noise
 from diffcodec.codecs.onedc import TINY_LATENT_CODEC, OneDC, small_backbone_config
-from diffcodec.codecs.onedc.training import OneDCTraining
-from diffcodec.codecs.onedc_losses import (
+from diffcodec.codecs.onedc.losses import (
     CodePredictor,
     LPIPSAvgPool,
     SwinBlock,
     code_prediction_loss,
     tokenizer_input,
 )
+from diffcodec.codecs.onedc.training import OneDCTraining
 from diffcodec.training.cli import run_argv
+from diffcodec.training.dmd import ClassifierHead, DMDGuidance, unet_mid_features, x0_from_noise
 from diffcodec.training.init import read_lightning_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

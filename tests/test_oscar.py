@@ -16,11 +16,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from diffcodec.bitstream import Bitstream, DecodeError
-from diffcodec.codecs.backbone import reference_configs
-from diffcodec.codecs.calibration import calibrate, folder_images, implied_similarity, timestep_for_similarity
-from diffcodec.codecs.calibration import main as calibration_main
-from diffcodec.codecs.discriminators import LatentDiscriminator
-from diffcodec.codecs.entropy.vq import VectorQuantize, l2norm, pack_indices, packed_size, unpack_indices
 from diffcodec.codecs.oscar import (
     OFFICIAL_TIMESTEPS,
     OSCAR,
@@ -32,8 +27,18 @@ from diffcodec.codecs.oscar import (
     rescale_to_norms,
     small_config,
 )
+from diffcodec.codecs.oscar.convert import codec_from_official, load_official, official_codec_kwargs
+from diffcodec.entropy.vq import VectorQuantize, l2norm, pack_indices, packed_size, unpack_indices
 from diffcodec.imageio import to_tensor
-from diffcodec.zoo.convert_oscar import codec_from_official, load_official, official_codec_kwargs
+from diffcodec.nn.backbone import reference_configs
+from diffcodec.training.calibration import (
+    calibrate,
+    folder_images,
+    implied_similarity,
+    timestep_for_similarity,
+)
+from diffcodec.training.calibration import main as calibration_main
+from diffcodec.training.discriminators import LatentDiscriminator
 from diffcodec.zoo.hub import CheckpointError
 
 SMALL = {"hyper_channels": 32, "hyper_latent_channels": 64, "codebook_dim": 8, "embedding_length": 8}

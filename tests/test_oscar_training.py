@@ -11,9 +11,9 @@ import yaml
 from PIL import Image
 from recipe_utils import write_test_recipe
 
-from diffcodec.codecs import losses
 from diffcodec.codecs.oscar import OSCAR
 from diffcodec.codecs.oscar.training import OSCARTraining
+from diffcodec.training import losses
 from diffcodec.training.cli import run_argv
 from diffcodec.training.init import read_lightning_checkpoint
 

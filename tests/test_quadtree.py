@@ -1,4 +1,4 @@
-"""The shared 4-step quadtree context model (diffcodec/codecs/entropy/quadtree.py).
+"""The shared 4-step quadtree context model (diffcodec/entropy/quadtree.py).
 
 Masks against the official goldens (StableCodec and OneDC use the same partition), the partition's
 invariants, and the one contract forward / compress / decompress on small heads: decoder ŷ equals
@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.blocks import LRP
-from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
-from diffcodec.codecs.entropy.quadtree import (
+from diffcodec.entropy.gaussian import GaussianConditional, get_scale_table
+from diffcodec.entropy.quadtree import (
     NUM_STEPS,
     QuadtreeContextModel,
     QuadtreeParameters,
@@ -30,6 +29,7 @@ from diffcodec.codecs.entropy.quadtree import (
     strict_fp32,
     unsqueeze_groups,
 )
+from diffcodec.nn.blocks import LRP
 
 
 # ---------------------------------------------------------------------------------------------- masks
@@ -212,7 +212,7 @@ def test_bad_inputs_raise() -> None:
 
 def test_symbols_are_written_squeezed_in_row_major_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each step writes C/4 × H × W symbols: at (c, h, w) the symbol of the group coded there (spec §5.6)."""
-    from diffcodec.codecs.entropy import quadtree
+    from diffcodec.entropy import quadtree
 
     calls: list[np.ndarray] = []
     original = quadtree.SymbolEncoder.encode

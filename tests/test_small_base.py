@@ -16,8 +16,8 @@ from recipe_utils import write_test_recipe
 
 import diffcodec
 from diffcodec.cli import main as cli_main
-from diffcodec.codecs.backbone import small_backbone, tiny_configs
 from diffcodec.codecs.stablecodec import SMALL_ELIC, SMALL_LATENT_CODEC, StableCodec
+from diffcodec.nn.backbone import small_backbone, tiny_configs
 from diffcodec.training.small_base import AutoencoderPretraining
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Converting official StableCodec checkpoints (diffcodec/zoo/convert_stablecodec.py).
+"""Converting official StableCodec checkpoints (diffcodec/codecs/stablecodec/convert.py).
 
 No official weights exist on this machine, so the checkpoints are synthetic: (1) at full size, tensors of the
 manifest's key layout and shapes (``specs/manifests/stablecodec_ckpt.json``, compressai ≤ 1.2.6 names) on
@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffcodec.codecs.backbone import reference_configs
 from diffcodec.codecs.stablecodec import (
     OFFICIAL_CODEC_KEY_PREFIXES,
     SMALL_ELIC,
     SMALL_LATENT_CODEC,
     StableCodec,
 )
-from diffcodec.zoo import convert_stablecodec as conv
+from diffcodec.codecs.stablecodec import convert as conv
+from diffcodec.nn.backbone import reference_configs
 from diffcodec.zoo.hub import CheckpointError
 
 SMALL = {"latent_codec": SMALL_LATENT_CODEC, "elic": SMALL_ELIC, "base_model": None}

@@ -24,11 +24,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffcodec.codecs.elic import ELICAnalysisTransform
-from diffcodec.codecs.entropy import quadtree
-from diffcodec.codecs.entropy.gaussian import GaussianConditional
-from diffcodec.codecs.entropy.quadtree import quadtree_masks, squeeze_groups
 from diffcodec.codecs.stablecodec import LatentCodec
+from diffcodec.entropy import quadtree
+from diffcodec.entropy.gaussian import GaussianConditional
+from diffcodec.entropy.quadtree import quadtree_masks, squeeze_groups
+from diffcodec.nn.elic import ELICAnalysisTransform
 
 ATOL = 1e-4  # README: "end-to-end 1e-4 absolute on y / ŷ / l_T / res"
 ORI_PIXELS = 512 * 512

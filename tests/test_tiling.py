@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 
-from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
-from diffcodec.codecs.tiling import (
+from diffcodec.nn.backbone import OneStepBackbone, tiny_configs
+from diffcodec.nn.tiling import (
     LatentTiling,
     VaeTiling,
     WindowedAttnProcessor,

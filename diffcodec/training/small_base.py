@@ -15,7 +15,7 @@ bundled photos, in two LightningCLI stages (``recipes/base/``):
 
 Each stage writes a diffusers folder (``vae/``, then ``unet/`` + ``scheduler/`` beside a copy of
 ``vae/``) that the codecs take as ``backbone: <folder>`` (see
-:func:`diffcodec.codecs.backbone.small_backbone`)::
+:func:`diffcodec.nn.backbone.small_backbone`)::
 
     diffcodec fit -c recipes/base/vae.yaml
     diffcodec fit -c recipes/base/unet_eps.yaml      # StableCodec, CADC, OneDC
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from diffcodec.codecs.backbone import tiny_configs
+from diffcodec.nn.backbone import tiny_configs
 
 __all__ = ["SMALL_BASE_VAE", "AutoencoderPretraining", "DenoiserPretraining"]
 
@@ -84,7 +84,7 @@ class AutoencoderPretraining(L.LightningModule):
 
     def lpips(self) -> nn.Module:
         if self._lpips is None:  # built on first use, kept out of the state dict
-            from diffcodec.codecs.losses import LPIPSLoss
+            from diffcodec.training.losses import LPIPSLoss
 
             self._lpips = LPIPSLoss(self.hparams.lpips_net).to(self.device)
         return self._lpips

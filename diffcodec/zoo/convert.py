@@ -1,8 +1,8 @@
 """``diffcodec convert METHOD ...``: official checkpoints → diffcodec model folders.
 
-Each method's converter lives in ``diffcodec/zoo/convert_<method>.py`` and provides
-``add_arguments(parser)`` and ``run(args) -> int``; this module only dispatches to them, importing
-each one when it is used.
+Each method's converter lives in its package, ``diffcodec/codecs/<method>/convert.py``, and provides
+``add_arguments(parser)`` and ``run(args) -> int``; this module finds them and dispatches to them,
+importing each one when it is used. Adding a method's converter edits nothing here.
 """
 
 from __future__ import annotations
@@ -10,24 +10,30 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import pkgutil
 
-#: method → converter module
-CONVERTERS: dict[str, str] = {
-    "stablecodec": "diffcodec.zoo.convert_stablecodec",
-    "oscar": "diffcodec.zoo.convert_oscar",
-    "onedc": "diffcodec.zoo.convert_onedc",
-}
+
+def converters() -> dict[str, str]:
+    """method → converter module, for every method package that has a ``convert`` module."""
+    import diffcodec.codecs
+
+    found = {}
+    for package in sorted(pkgutil.iter_modules(diffcodec.codecs.__path__), key=lambda p: p.name):
+        module = f"diffcodec.codecs.{package.name}.convert"
+        if package.ispkg and importlib.util.find_spec(module) is not None:
+            found[package.name] = module
+    return found
 
 
 def available() -> list[str]:
     """Methods whose converter module is installed."""
-    return [name for name, module in CONVERTERS.items() if importlib.util.find_spec(module) is not None]
+    return list(converters())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     methods = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
     for name in available():
-        module = importlib.import_module(CONVERTERS[name])
+        module = importlib.import_module(converters()[name])
         summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
         sub = methods.add_parser(name, help=summary, description=module.__doc__)
         module.add_arguments(sub)

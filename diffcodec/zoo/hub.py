@@ -228,7 +228,7 @@ def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
 
 def codec_config(codec: Codec) -> dict[str, Any]:
     """Everything needed to rebuild ``codec`` without knowing its class (the content of config.json)."""
-    import diffcodec
+    from diffcodec.version import __version__
 
     cls = type(codec)
     init_args = dict(getattr(codec, "_diffcodec_init_args", {}))
@@ -259,7 +259,7 @@ def codec_config(codec: Codec) -> dict[str, Any]:
     base_weights = base_state(codec)
     return {
         "_diffcodec_class": class_path(cls),
-        "_diffcodec_version": diffcodec.__version__,
+        "_diffcodec_version": __version__,
         "format_version": FORMAT_VERSION,
         "method": codec.method,
         "model_id": codec.model_id,
@@ -356,7 +356,7 @@ def fetch(
         return path
     if not is_repo_id(source):
         raise FileNotFoundError(f"no checkpoint folder at {source} (and it is not a hub repo id 'org/name')")
-    import diffcodec
+    from diffcodec.version import __version__
 
     try:
         return Path(
@@ -369,7 +369,7 @@ def fetch(
                 local_files_only=local_files_only,
                 token=token,
                 library_name="diffcodec",
-                library_version=diffcodec.__version__,
+                library_version=__version__,
             )
         )
     except LocalEntryNotFoundError as error:

@@ -72,8 +72,11 @@ def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: d
         )
     if entry.official_loader is not None:
         module_name, _, function = entry.official_loader.partition(":")
-        if not module_name.startswith("diffcodec.zoo."):
-            raise ValueError(f"{entry.name}: official loaders live in diffcodec.zoo, got {module_name!r}")
+        if not module_name.startswith("diffcodec.codecs."):
+            raise ValueError(
+                f"{entry.name}: official loaders live in the method packages (diffcodec.codecs.<method>."
+                f"convert), got {module_name!r}"
+            )
         loader = getattr(importlib.import_module(module_name), function)
         options = {"base_model": entry.base_model, "base_revision": entry.base_revision, **overrides}
         try:

@@ -32,7 +32,7 @@ def _licence_fields(licence: str | None) -> dict[str, Any]:
 def build_model_card(codec: Codec, *, repo_id: str | None = None, licence: str | None = None) -> ModelCard:
     """The card for ``codec``. ``licence`` (a hub licence id or a name) overrides ``codec.licence``;
     ``repo_id`` fills the usage snippet (push_to_hub passes it through ``model_card_kwargs``)."""
-    import diffcodec
+    from diffcodec.version import __version__
 
     base = codec.base_model_ref()
     licence = licence or type(codec).licence
@@ -61,7 +61,7 @@ def build_model_card(codec: Codec, *, repo_id: str | None = None, licence: str |
     body = f"""
 # {codec.model_id}
 
-A **{codec.method}** image codec for [diffcodec](https://pypi.org/project/diffcodec/) {diffcodec.__version__}:
+A **{codec.method}** image codec for [diffcodec](https://pypi.org/project/diffcodec/) {__version__}:
 the image is coded into a real bitstream and decoded with one step of a diffusion model.
 
 - Method: `{codec.method}` — paper: {paper}

@@ -1,5 +1,25 @@
 """CADC (Sheng et al., CVPR 2026): :mod:`.model` (the codec and its modules), :mod:`.training`
-(:class:`~diffcodec.codecs.cadc.training.CADCTraining`, imported on demand: it needs Lightning)."""
+(:class:`~diffcodec.codecs.cadc.training.CADCTraining`; it needs Lightning) and :mod:`.zoo` (its zoo
+entries).
 
-from diffcodec.codecs.cadc.model import *  # noqa: F403
-from diffcodec.codecs.cadc.model import __all__  # noqa: F401
+The model's names (``from diffcodec.codecs.cadc import …``) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from diffcodec.codecs.cadc import zoo as zoo  # registers the zoo entries (no torch)
+
+
+def __getattr__(name: str) -> Any:
+    model = importlib.import_module("diffcodec.codecs.cadc.model")
+    try:
+        return getattr(model, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *importlib.import_module("diffcodec.codecs.cadc.model").__all__})

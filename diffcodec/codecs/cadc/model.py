@@ -18,9 +18,9 @@ encoder and the latent residual prediction removed, and three additions (spec ``
   quantised and coded; no inverse scaling at the decoder (:class:`UncertaintyNetwork`).
 - **ADGIC** (§3.3): a light auxiliary decoder g_aux sees only the first four channels of l_T and
   reconstructs the image; L_aux = ‖x − x̂_aux‖² in stage 2 (:class:`AuxiliaryImageDecoder`).
-- **BFATC** (§3.4): x̂_aux is captioned by a frozen BLIP (:mod:`diffcodec.codecs.captioner`, deterministic
+- **BFATC** (§3.4): x̂_aux is captioned by a frozen BLIP (:mod:`diffcodec.nn.captioner`, deterministic
   greedy generation) and the caption + the fixed prompt conditions the one-step U-Net through the SD
-  text encoder (:class:`~diffcodec.codecs.backbone.CaptionPrompt`).
+  text encoder (:class:`~diffcodec.nn.backbone.CaptionPrompt`).
 
 Each addition is switchable (``ugaq``, ``adgic``, ``captioning``) for the paper's ablation M0…M3.
 
@@ -47,20 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.backbone import (
-    DEFAULT_PROMPT,
-    BackboneSource,
-    CaptionPrompt,
-    OneStepBackbone,
-    small_backbone,
-)
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
-from diffcodec.codecs.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
-from diffcodec.codecs.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
-from diffcodec.codecs.entropy.factorized import EntropyBottleneck
-from diffcodec.codecs.entropy.gaussian import GaussianConditional
-from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
-from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS
 from diffcodec.codecs.rungs import check_lambda_ladder
 from diffcodec.codecs.stablecodec.model import (
     BASE_LICENCE,
@@ -69,6 +56,19 @@ from diffcodec.codecs.stablecodec.model import (
     SynthesisTransform,
     small_backbone_config,
 )
+from diffcodec.entropy.factorized import EntropyBottleneck
+from diffcodec.entropy.gaussian import GaussianConditional
+from diffcodec.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
+from diffcodec.nn.backbone import (
+    DEFAULT_PROMPT,
+    BackboneSource,
+    CaptionPrompt,
+    OneStepBackbone,
+    small_backbone,
+)
+from diffcodec.nn.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
+from diffcodec.nn.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
+from diffcodec.nn.lora import STABLECODEC_UNET_TARGETS
 
 __all__ = [
     "CADC",
@@ -361,7 +361,7 @@ class CADC(StableCodec):
         base_model, base_revision: SD-Turbo (hub id or diffusers folder); its text encoder is loaded and
             kept (the caption is encoded per image at the decoder).
         captioner, captioner_revision: BLIP hub id / folder, or a ``BlipConfig`` dict for a random-init
-            one (:data:`~diffcodec.codecs.captioner.SMALL_BLIP`). None: the paper's
+            one (:data:`~diffcodec.nn.captioner.SMALL_BLIP`). None: the paper's
             ``Salesforce/blip-image-captioning-base`` with a base model, SMALL_BLIP without.
         caption_max_length: BLIP generation limit (20 tokens).
         caption_separator: between caption and prompt (", "; "" is the literal concatenation).

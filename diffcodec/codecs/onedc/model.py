@@ -26,12 +26,12 @@ is the official ``model_1.safetensors`` plus the (deterministic) entropy tables,
 - **Analysis** (§2.2): an 8×8 patch embedding of the image concatenated with the VAE latent, a diffusers
   ``UNet2DModel`` whose ``conv_in`` is a ResnetBlock stack with a stride-2 convolution, run at the fixed
   timestep 999; its mid-block output is the *semantic feature* ``sem``.
-- **Hyper-latent** (§2.4): z fuses y and ``sem`` and is quantised by FSQ (:class:`~diffcodec.codecs.entropy.
+- **Hyper-latent** (§2.4): z fuses y and ``sem`` and is quantised by FSQ (:class:`~diffcodec.entropy.
   fsq.FSQ`, 16384 codes, 14 bits per 64×64 block, fixed length — 0.0034 bpp).
 - **Semantic distillation** (§2.6): the *semantic adaptor* turns ẑ into the cross-attention tokens that
   replace SD's text conditioning; training adds a code-prediction loss on them (:class:`CodePredictor`).
 - **Prior** (§2.7): DCVC-DC's four-part quadtree, scale-first heads, through the shared
-  :class:`~diffcodec.codecs.entropy.quadtree.QuadtreeContextModel` and DCVC's Gaussian tables
+  :class:`~diffcodec.entropy.quadtree.QuadtreeContextModel` and DCVC's Gaussian tables
   (:class:`DCVCGaussianConditional`).
 - **Generator** (§4): the DMD2 one-step SD-1.5 U-Net with LoRA (r 64, α 8), a fresh 320→320 ``conv_in`` and
   ``vae_reduction``; the SD-2.1 VAE decoder with windowed (16×16) mid-block attention (§5).
@@ -61,7 +61,13 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.backbone import (
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
+from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
+from diffcodec.entropy.fsq import FSQ
+from diffcodec.entropy.gaussian import GaussianConditional
+from diffcodec.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
+from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.nn.backbone import (
     BackboneSource,
     ExternalTokens,
     OneStepBackbone,
@@ -70,20 +76,14 @@ from diffcodec.codecs.backbone import (
     small_backbone,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
-from diffcodec.codecs.blocks import (
+from diffcodec.nn.blocks import (
     AttnBlock,
     DepthConvBlock4,
     ReduceResBlock,
     ResidualBlockUpsample,
     ResnetBlock,
 )
-from diffcodec.codecs.entropy.fsq import FSQ
-from diffcodec.codecs.entropy.gaussian import GaussianConditional
-from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
-from diffcodec.codecs.entropy.tables import pmfs_to_quantized_cdfs
-from diffcodec.codecs.lora import ONEDC_UNET_EXCLUDE, ONEDC_UNET_TARGETS
-from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
+from diffcodec.nn.lora import ONEDC_UNET_EXCLUDE, ONEDC_UNET_TARGETS
 from diffcodec.zoo.hub import fetch
 
 __all__ = [
@@ -295,7 +295,7 @@ class DCVCGaussianConditional(GaussianConditional):
       dtype (a floor on a log grid, where CompressAI counts table entries below σ);
     - table i: centre c = the smallest c ∈ {2, …, 50} with Φ(c/σ_i) > 0.9999 (else 50), symbols −c…c,
       pmf(v) = Φ((v + ½)/σ_i) − Φ((v − ½)/σ_i) with ``torch.distributions.Normal``, tail 2Φ((−c − ½)/σ_i),
-      quantised to 16 bits by the CompressAI routine (:func:`~diffcodec.codecs.entropy.tables.
+      quantised to 16 bits by the CompressAI routine (:func:`~diffcodec.entropy.tables.
       pmf_to_quantized_cdf`).
 
     Likelihoods (training) are CompressAI's with the 0.11 lower bound on σ and 1e-9 on the likelihood, which

@@ -3,7 +3,7 @@
 
 - Stage 1 (codec + U-Net LoRA + conv_in + vae_reduction): L1 + LPIPS + λ_step·bpp_y (paper Eq. 1, with the
   official quadratic λ warm-up λ_step = λ₀ + (step/S)²·(λ − λ₀)) + the semantic-distillation code loss
-  code_weight·(CE + 0.01·MSE) against a VQGAN tokenizer's codes (:mod:`diffcodec.codecs.onedc_losses`).
+  code_weight·(CE + 0.01·MSE) against a VQGAN tokenizer's codes (:mod:`diffcodec.codecs.onedc.losses`).
 - Stage 2 (DMD2 distillation, the codec frozen; paper §3.4, Yin et al. 2024 "Improved Distribution
   Matching Distillation"): the generator turn every ``generator_update_every`` optimiser steps
   (L_dm + 1e-3·L_gen + 0.625·(L1 + LPIPS)), the guidance turn (fake score + 1e-2·GAN head) every step.
@@ -20,16 +20,16 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
-from diffcodec.codecs.backbone import encode_text, load_component, reference_configs
-from diffcodec.codecs.dmd import DMDGuidance, expand_embedding
-from diffcodec.codecs.onedc.model import OneDC, eval_bpp_estimate, small_backbone_config, train_bpp
-from diffcodec.codecs.onedc_losses import (
+from diffcodec.codecs.onedc.losses import (
     CodePredictor,
     LPIPSAvgPool,
     VQGANTokenizer,
     code_prediction_loss,
     tokenizer_input,
 )
+from diffcodec.codecs.onedc.model import OneDC, eval_bpp_estimate, small_backbone_config, train_bpp
+from diffcodec.nn.backbone import encode_text, load_component, reference_configs
+from diffcodec.training.dmd import DMDGuidance, expand_embedding
 from diffcodec.training.module import CodecTraining
 
 __all__ = ["OneDCTraining"]
@@ -44,8 +44,8 @@ class OneDCTraining(CodecTraining):
             (5.0), accumulate_grad_batches: see :class:`~diffcodec.training.module.CodecTraining`.
         Stage 1: l1_weight, lpips_weight (1, 1), rate_warmup_steps / rate_warmup_start (4000, 1e-4),
             code_weight (1e-3), code_mse_weight (0.01), tokenizer (a
-            :class:`~diffcodec.codecs.onedc_losses.VQGANTokenizer` config; None disables the code loss),
-            code_predictor (:class:`~diffcodec.codecs.onedc_losses.CodePredictor` options).
+            :class:`~diffcodec.codecs.onedc.losses.VQGANTokenizer` config; None disables the code loss),
+            code_predictor (:class:`~diffcodec.codecs.onedc.losses.CodePredictor` options).
         Stage 2: teacher_model / teacher_revision (SD-1.5 repo or folder for the real and fake scores and the
             CLIP text encoder; None: random-init teachers of the codec's U-Net architecture), teacher_prompt
             (the caption the teachers see; official: per-image BLIP-2 captions), real_guidance_scale

@@ -1,11 +1,25 @@
-"""OSCAR (Guo et al., NeurIPS 2025): :mod:`.model` (the codec and its modules), :mod:`.training`
-(:class:`~diffcodec.codecs.oscar.training.OSCARTraining`, imported on demand: it needs Lightning)."""
+"""OSCAR (Guo et al., NeurIPS 2025): :mod:`.model` (the codec and its modules), :mod:`.convert` (the
+official-checkpoint converter), :mod:`.training` (:class:`~diffcodec.codecs.oscar.training.OSCARTraining`;
+it needs Lightning) and :mod:`.zoo` (its zoo entries).
 
-from diffcodec.codecs.oscar.model import *  # noqa: F403
-from diffcodec.codecs.oscar.model import (  # noqa: F401  (names used by the converter and tests)
-    ADAPTER_GROUPS,
-    BASE_LICENCE,
-    BASE_MODEL,
-    __all__,
-    adapter_name,
-)
+The model's names (``from diffcodec.codecs.oscar import …``) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from diffcodec.codecs.oscar import zoo as zoo  # registers the zoo entries (no torch)
+
+
+def __getattr__(name: str) -> Any:
+    model = importlib.import_module("diffcodec.codecs.oscar.model")
+    try:
+        return getattr(model, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *importlib.import_module("diffcodec.codecs.oscar.model").__all__})

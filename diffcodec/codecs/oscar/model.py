@@ -12,7 +12,7 @@ SD-2.1 (768-v) U-Net with LoRA and a learned prompt embedding (paper Eq. 4–5, 
 
 The rung table (latent stride s, codebook size K, timestep t) is :data:`OFFICIAL_RUNGS` /
 :data:`OFFICIAL_TIMESTEPS` (``oscar.md`` §2, the current code generation); nominal rate log₂K / (64 s²)
-(paper §3.3). :mod:`diffcodec.codecs.calibration` recomputes the timesteps (paper Eq. 9–13).
+(paper §3.3). :mod:`diffcodec.training.calibration` recomputes the timesteps (paper Eq. 9–13).
 
 Real coding (the official code has none, §1.3): the file holds the rung, the size, the four channel norms
 A_c as float16 (side information, counted) and the indices as fixed-length fields.
@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
-from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
-from diffcodec.codecs.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
+from diffcodec.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
+from diffcodec.nn.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
+from diffcodec.nn.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
 
 __all__ = [
     "LEGACY_TIMESTEPS",
@@ -310,7 +310,7 @@ class OSCAR(Codec):
     Args:
         name: model identifier (its 8-bit tag is written into every file).
         rungs: the ladder, ascending in rate: ``{"latent_stride": s, "codebook_size": K}`` per rung.
-        timesteps: the pseudo-timestep of each rung (from :mod:`~diffcodec.codecs.calibration` or official).
+        timesteps: the pseudo-timestep of each rung (from :mod:`~diffcodec.training.calibration` or official).
         hyper_channels, hyper_latent_channels, codebook_dim: N, M, codebook width of the hyper-encoders.
         backbone: configs of a random-init backbone (``vae_config``, ``unet_config``, ``scheduler_config``;
             see :func:`small_config`), used when ``base_model`` is None.

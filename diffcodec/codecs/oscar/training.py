@@ -7,7 +7,7 @@ by configuration:
   the same maths, gradients are clipped per hyper-encoder as in separate runs): L_sim (Eq. 6) + L_VQ
   commitment (Eq. 7–8; ``commitment_weight=0`` is the official code, which discards it);
 - stage 2 (Eq. 14–16): a random rung per step, L_repa + λ₁·(L₂ + DISTS + EA-DISTS) + λ₂·L_G, with a latent
-  discriminator (:class:`~diffcodec.codecs.discriminators.LatentDiscriminator`) whose generator loss has
+  discriminator (:class:`~diffcodec.training.discriminators.LatentDiscriminator`) whose generator loss has
   gradients (the official code wraps the discriminator in ``no_grad``, which makes L_G inert:
   ``gan_weight=0`` reproduces it). The official L1 pixel loss, stage-2 per-channel cosine with weight 2 and
   AdamW weight decay 1e-2 are options (``pixel_loss="l1"``, ``latent_cosine_axis="channel"``,
@@ -26,9 +26,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from diffcodec.codecs import losses
-from diffcodec.codecs.discriminators import LatentDiscriminator
 from diffcodec.codecs.oscar.model import OSCAR, HyperEncoderOutput, channel_norms
+from diffcodec.training import losses
+from diffcodec.training.discriminators import LatentDiscriminator
 from diffcodec.training.module import CodecTraining
 
 __all__ = ["OSCARTraining"]

@@ -31,9 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffcodec.codecs.backbone import OneStepBackbone, tiny_configs
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
-from diffcodec.codecs.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+from diffcodec.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+
+__all__ = ["LatentHyperprior", "tiny_backbone"]
+from diffcodec.nn.backbone import OneStepBackbone, tiny_configs
 
 
 def tiny_backbone() -> dict[str, Any]:

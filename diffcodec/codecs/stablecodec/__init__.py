@@ -1,6 +1,26 @@
-"""StableCodec (Zhang et al., ICCV 2025): :mod:`.model` (the codec and its modules), :mod:`.training`
-(:class:`~diffcodec.codecs.stablecodec.training.StableCodecTraining`, imported on demand: it needs
-Lightning)."""
+"""StableCodec (Zhang et al., ICCV 2025): :mod:`.model` (the codec and its modules), :mod:`.convert` (the
+official-checkpoint converter), :mod:`.training`
+(:class:`~diffcodec.codecs.stablecodec.training.StableCodecTraining`; it needs Lightning) and :mod:`.zoo`
+(its zoo entries).
 
-from diffcodec.codecs.stablecodec.model import *  # noqa: F403
-from diffcodec.codecs.stablecodec.model import BASE_LICENCE, __all__  # noqa: F401
+The model's names (``from diffcodec.codecs.stablecodec import …``) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from diffcodec.codecs.stablecodec import zoo as zoo  # registers the zoo entries (no torch)
+
+
+def __getattr__(name: str) -> Any:
+    model = importlib.import_module("diffcodec.codecs.stablecodec.model")
+    try:
+        return getattr(model, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *importlib.import_module("diffcodec.codecs.stablecodec.model").__all__})

@@ -11,7 +11,7 @@
 
 The *Deep Compression Latent Codec* (paper §3.2, Eq. 1–2; spec ``stablecodec.md`` §4–§5) codes y at stride 64
 and the hyperprior z at stride 256, with the 4-step quadtree context model and latent residual prediction of
-:mod:`diffcodec.codecs.entropy.quadtree`. The *Dual-Branch Coding Structure* (§3.3) is E_Aux (concatenated
+:mod:`diffcodec.entropy.quadtree`. The *Dual-Branch Coding Structure* (§3.3) is E_Aux (concatenated
 with the VAE latent inside g_a) and D_Aux (a residual added to the one-step x0 in the scaled latent space).
 The decoder output (paper Eq. 3):  l₀ = (l_T[:, :4] − √(1−ᾱ₉₉₉)·ε) / √ᾱ₉₉₉,  x̂ = D_SD(l₀ + res).
 
@@ -23,7 +23,7 @@ follows the paper / does it right (spec §13):
 
 - **No TF32.** The official code enables TF32 globally as an import side effect; diffcodec never sets
   global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice under
-  :func:`~diffcodec.codecs.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
+  :func:`~diffcodec.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
   so that a file decodes identically on another machine (spec §13.6).
 - **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, spec §3 step 8):
   diffcodec's image I/O rounds to the nearest level, which is what "reconstruction" means.
@@ -49,7 +49,13 @@ from PIL import Image
 from torch import Tensor, nn
 
 from diffcodec.bitstream import Bitstream, DecodeError
-from diffcodec.codecs.backbone import (
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
+from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
+from diffcodec.entropy.factorized import EntropyBottleneck, modern_parameter_name
+from diffcodec.entropy.gaussian import GaussianConditional, get_scale_table
+from diffcodec.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
+from diffcodec.imageio import ImageLike, to_pil, to_tensor
+from diffcodec.nn.backbone import (
     DEFAULT_PROMPT,
     BackboneSource,
     FixedPrompt,
@@ -57,8 +63,7 @@ from diffcodec.codecs.backbone import (
     small_backbone,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
-from diffcodec.codecs.blocks import (
+from diffcodec.nn.blocks import (
     LRP,
     BasicBlock,
     Downsample,
@@ -67,13 +72,8 @@ from diffcodec.codecs.blocks import (
     Upsample,
     conv3x3,
 )
-from diffcodec.codecs.elic import ELICAnalysisTransform
-from diffcodec.codecs.entropy.factorized import EntropyBottleneck, modern_parameter_name
-from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
-from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
-from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
-from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
-from diffcodec.imageio import ImageLike, to_pil, to_tensor
+from diffcodec.nn.elic import ELICAnalysisTransform
+from diffcodec.nn.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
 
 __all__ = [
     "BASE_MODEL",
@@ -388,7 +388,7 @@ class StableCodec(PerRateCodec):
         lambdas: λ of each rung (the rate weight of its training loss), in ascending *rate* order.
         rates: nominal bpp of each rung (ascending); default: one placeholder rate per rung, 0.01·(r+1).
         latent_codec: :class:`LatentCodec` arguments (``None``: full size; :data:`SMALL_LATENT_CODEC`).
-        elic: :class:`~diffcodec.codecs.elic.ELICAnalysisTransform` arguments (N, M); M must equal the
+        elic: :class:`~diffcodec.nn.elic.ELICAnalysisTransform` arguments (N, M); M must equal the
             latent codec's ``aux_channels``.
         elic_checkpoint: ``elic_official.pth`` to load E_Aux from (training from scratch); checkpoints
             of this class carry E_Aux themselves.

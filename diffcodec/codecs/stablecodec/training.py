@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffcodec.codecs.discriminators import DINOv2Discriminator
-from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.stablecodec.model import StableCodec
+from diffcodec.training.discriminators import DINOv2Discriminator
+from diffcodec.training.losses import CLIPLoss, LPIPSLoss
 from diffcodec.training.module import CodecTraining
 
 __all__ = ["StableCodecTraining"]

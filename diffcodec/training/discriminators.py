@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
-from diffcodec.codecs.backbone import LearnedEmbedding, load_component
-from diffcodec.codecs.lora import ONEDC_UNET_TARGETS, LoraSpec, add_lora
+from diffcodec.nn.backbone import LearnedEmbedding, load_component
+from diffcodec.nn.lora import ONEDC_UNET_TARGETS, LoraSpec, add_lora
 
 #: LoRA targets of OSCAR's discriminator U-Net (``oscar.md`` §7.5): the same list as OneDC's U-Net LoRA.
 DISCRIMINATOR_LORA_TARGETS = ONEDC_UNET_TARGETS

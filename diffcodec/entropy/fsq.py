@@ -15,7 +15,7 @@ The bound and rounding run in float32 whatever the input dtype (as the library d
 returned in the input dtype. FSQ has no parameters and no persistent buffers (so no checkpoint keys).
 
 :meth:`FSQ.pack` / :meth:`FSQ.unpack` write the indices as fixed-length fields through
-:func:`diffcodec.codecs.entropy.vq.pack_indices` (shared with OSCAR's VQ). OneDC packs the fields as one
+:func:`diffcodec.entropy.vq.pack_indices` (shared with OSCAR's VQ). OneDC packs the fields as one
 big-endian integer (``padding="start"``: the pad bits are the leading bits of byte 0, ``onedc.md`` §3.3).
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffcodec.codecs.entropy.ops import ste_round
-from diffcodec.codecs.entropy.vq import index_bits, pack_indices, packed_size, unpack_indices
+from diffcodec.entropy.ops import ste_round
+from diffcodec.entropy.vq import index_bits, pack_indices, packed_size, unpack_indices
 
 __all__ = ["FSQ"]
 

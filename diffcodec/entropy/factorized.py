@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffcodec.codecs.entropy.entropy_model import EntropyModel
-from diffcodec.codecs.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.entropy.entropy_model import EntropyModel
+from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
 
 __all__ = ["EntropyBottleneck"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffcodec.codecs.backbone import load_component
+from diffcodec.nn.backbone import load_component
 
 __all__ = [
     "DISTSLoss",

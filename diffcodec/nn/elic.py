@@ -8,8 +8,8 @@ and ``manifests/elic_ckpt.json`` (key ``g_a_subset_used``)::
     x ∈ [0,1] (3×H×W) ─conv5/2─► 192 ─RB×3─► conv5/2 ─RB×3─► Attn ─► conv5/2 ─RB×3─► conv5/2 ─► 320 ─Attn─►
                                                                          latent2 (320×H/16×W/16)
 
-RB = ELIC :class:`~diffcodec.codecs.blocks.ResidualBottleneck`, Attn = CompressAI
-:class:`~diffcodec.codecs.blocks.AttentionBlock`. The official weights live in ``elic_official.pth``,
+RB = ELIC :class:`~diffcodec.nn.blocks.ResidualBottleneck`, Attn = CompressAI
+:class:`~diffcodec.nn.blocks.AttentionBlock`. The official weights live in ``elic_official.pth``,
 a flat state dict of the whole ELIC model; only its ``g_a.*`` tensors (138) are used.
 """
 
@@ -22,7 +22,7 @@ from os import PathLike
 import torch
 from torch import nn
 
-from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneck, conv
+from diffcodec.nn.blocks import AttentionBlock, ResidualBottleneck, conv
 
 __all__ = ["OFFICIAL_PREFIX", "ELICAnalysisTransform"]
 

@@ -40,10 +40,10 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from huggingface_hub.errors import HFValidationError
 from torch import nn
 
-from diffcodec.codecs import lora as lora_utils
-from diffcodec.codecs.lora import LoraSpec
-from diffcodec.codecs.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
 from diffcodec.errors import BaseModelNotFoundError
+from diffcodec.nn import lora as lora_utils
+from diffcodec.nn.lora import LoraSpec
+from diffcodec.nn.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
 
 #: StableCodec §6.3's fixed prompt (also CADC's c_fix), verbatim with the final period.
 DEFAULT_PROMPT = (
@@ -341,7 +341,7 @@ class OneStepBackbone(nn.Module):
         timestep: default timestep (999 for SD-Turbo / DMD2; OSCAR passes its per-rate one per call).
         conv_in_channels: if set and different from the U-Net's, ``conv_in`` is replaced by a fresh
             Conv2d(conv_in_channels → block_out_channels[0]) (StableCodec §6.1, OneDC §4.1).
-        latent_tiling, vae_tiling: tiling settings (None disables); see :mod:`diffcodec.codecs.tiling`.
+        latent_tiling, vae_tiling: tiling settings (None disables); see :mod:`diffcodec.nn.tiling`.
         vae_attention_window: windowed VAE mid-block attention (OneDC §5: 16); None = global.
         persist_base: include the frozen base weights in ``state_dict()`` (default False).
     """

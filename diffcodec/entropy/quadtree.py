@@ -53,10 +53,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffcodec.codecs.blocks import LRP, Adapter, BasicBlock
-from diffcodec.codecs.entropy.coder import SymbolDecoder, SymbolEncoder
-from diffcodec.codecs.entropy.gaussian import GaussianConditional
-from diffcodec.codecs.entropy.ops import ste_round
+from diffcodec.entropy.coder import SymbolDecoder, SymbolEncoder
+from diffcodec.entropy.gaussian import GaussianConditional
+from diffcodec.entropy.ops import ste_round
+from diffcodec.nn.blocks import LRP, Adapter, BasicBlock
 
 __all__ = [
     "NUM_STEPS",
@@ -190,7 +190,7 @@ class QuadtreeContextModel(nn.Module):
 
     Args:
         parameters: the head giving ``(μ_k, σ_k)`` per step (:class:`QuadtreeParameters`).
-        lrp: optional per-step latent residual prediction (4 × :class:`~diffcodec.codecs.blocks.LRP`,
+        lrp: optional per-step latent residual prediction (4 × :class:`~diffcodec.nn.blocks.LRP`,
             StableCodec); None disables it (CADC, OneDC).
         gaussian_conditional: the entropy model (default: a CompressAI ``GaussianConditional(None)``; call
             ``update_scale_table(get_scale_table())`` before coding).

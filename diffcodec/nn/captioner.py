@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffcodec.codecs.backbone import load_component
+from diffcodec.nn.backbone import load_component
 
 __all__ = ["BLIP_MODEL", "SMALL_BLIP", "BlipCaptioner", "byte_level_tokenizer"]
 

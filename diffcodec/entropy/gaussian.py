@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from diffcodec.codecs.entropy.entropy_model import EntropyModel
-from diffcodec.codecs.entropy.ops import LowerBound
-from diffcodec.codecs.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.entropy.entropy_model import EntropyModel
+from diffcodec.entropy.ops import LowerBound
+from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
 
 __all__ = ["GaussianConditional", "get_scale_table"]
 

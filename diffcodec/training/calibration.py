@@ -19,7 +19,7 @@ Choices the paper leaves open (``oscar.md`` §8), with the defaults used here:
 The official code ships a hand-set table (:data:`~diffcodec.codecs.oscar.OFFICIAL_TIMESTEPS`), which stays
 the default; this procedure produces a table for a retrained model::
 
-    python -m diffcodec.codecs.calibration -m runs/oscar-stage1/export images/ --output calibrated/
+    python -m diffcodec.training.calibration -m runs/oscar-stage1/export images/ --output calibrated/
 
 ``--output`` writes the model with the new table in its config.json (``OSCAR.set_timesteps``).
 """
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from diffcodec.codecs.losses import CosineAxis, latent_cosine_similarity
+from diffcodec.training.losses import CosineAxis, latent_cosine_similarity
 
 if TYPE_CHECKING:
     from diffcodec.codecs.oscar import OSCAR
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m diffcodec.codecs.calibration", description=__doc__.split("\n")[0]
+        prog="python -m diffcodec.training.calibration", description=__doc__.split("\n")[0]
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

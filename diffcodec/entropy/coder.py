@@ -40,7 +40,7 @@ import numpy as np
 from torch import Tensor
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.entropy.tables import CdfTable
+from diffcodec.entropy.tables import CdfTable
 
 __all__ = ["SymbolDecoder", "SymbolEncoder", "decode_symbols", "encode_symbols"]
 

@@ -2,7 +2,7 @@
 
 An entropy model keeps three integer buffers, filled by ``update()`` and saved in checkpoints under
 CompressAI's names: ``_quantized_cdf`` (one 16-bit CDF per row), ``_cdf_length`` and ``_offset``. Coding uses
-only these integers plus integer row indexes and integer symbols (:mod:`diffcodec.codecs.entropy.coder`), so a
+only these integers plus integer row indexes and integer symbols (:mod:`diffcodec.entropy.coder`), so a
 decoder on another machine rebuilds exactly the encoder's distributions.
 """
 
@@ -14,9 +14,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from diffcodec.codecs.entropy.coder import SymbolDecoder, SymbolEncoder
-from diffcodec.codecs.entropy.ops import LowerBound, ste_round
-from diffcodec.codecs.entropy.tables import CDF_PRECISION, CdfTable
+from diffcodec.entropy.coder import SymbolDecoder, SymbolEncoder
+from diffcodec.entropy.ops import LowerBound, ste_round
+from diffcodec.entropy.tables import CDF_PRECISION, CdfTable
 
 __all__ = ["EntropyModel", "QuantizationMode"]
 

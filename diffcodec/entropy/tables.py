@@ -7,7 +7,7 @@ coding uses only those integers, so encoder and decoder agree bit for bit on any
 (``compressai/cpp_exts/ops/ops.cpp``, itself from ryg_rans), reproduced exactly, including its float32
 input, round-half-away-from-zero, integer rescaling and its "steal one count from the least frequent symbol
 with count > 1" repair of zero-frequency symbols. :class:`CdfTable` bundles the tables of one entropy model
-(``quantized_cdf``, ``cdf_length``, ``offset``) for :mod:`diffcodec.codecs.entropy.coder`.
+(``quantized_cdf``, ``cdf_length``, ``offset``) for :mod:`diffcodec.entropy.coder`.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@
 See ``docs/entropy.md`` for the stream format and the determinism rules.
 """
 
-from diffcodec.codecs.entropy.coder import SymbolDecoder, SymbolEncoder, decode_symbols, encode_symbols
-from diffcodec.codecs.entropy.entropy_model import EntropyModel
-from diffcodec.codecs.entropy.factorized import EntropyBottleneck
-from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
-from diffcodec.codecs.entropy.ops import LowerBound, ste_round
-from diffcodec.codecs.entropy.tables import CdfTable, pmf_to_quantized_cdf
+from diffcodec.entropy.coder import SymbolDecoder, SymbolEncoder, decode_symbols, encode_symbols
+from diffcodec.entropy.entropy_model import EntropyModel
+from diffcodec.entropy.factorized import EntropyBottleneck
+from diffcodec.entropy.gaussian import GaussianConditional, get_scale_table
+from diffcodec.entropy.ops import LowerBound, ste_round
+from diffcodec.entropy.tables import CdfTable, pmf_to_quantized_cdf
 
 __all__ = [
     "CdfTable",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffcodec.codecs.blocks import DepthConvBlock4
+from diffcodec.nn.blocks import DepthConvBlock4
 
 __all__ = [
     "MASKGIT_VQGAN_F16",
