@@ -33,8 +33,11 @@ implemented because the Gaussian coder codes integers around μ); m per element 
 (``latent_residual=True`` keeps it); caption separator ", "; stage 1 conditions on the fixed prompt only and
 stage 2 captions x̂_aux on the fly (no gradient through BLIP).
 
-Everything else (rungs, file layout, colour fix, training loop, discriminator) is StableCodec's:
-:class:`CADC` subclasses :class:`~diffcodec.codecs.stablecodec.StableCodec` and replaces only what differs.
+Everything else (rungs, file layout, colour fix, training loop, discriminator) is StableCodec's: :class:`CADC`
+and :class:`~diffcodec.codecs.stablecodec.StableCodec` share
+:class:`~diffcodec.codecs.stablecodec.model.SDTurboLadder` (the per-λ ladder on SD-Turbo, the colour fix),
+and CADC composes StableCodec's latent-codec parts (``SynthesisTransform``, the quadtree context model) and
+training module; it does not subclass StableCodec.
 """
 
 from __future__ import annotations
@@ -47,12 +50,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
+from diffcodec.codecs.base import CodecOutput, EncodedImage
 from diffcodec.codecs.rungs import check_lambda_ladder
 from diffcodec.codecs.stablecodec.model import (
-    BASE_LICENCE,
     LatentCodec,
-    StableCodec,
+    SDTurboLadder,
     SynthesisTransform,
     small_backbone_config,
 )
@@ -343,7 +345,7 @@ def small_caption_conditioning(config: Mapping[str, Any], prompt: str, seed: int
     return CaptionPrompt(tokenizer, text_encoder, prompt)
 
 
-class CADC(StableCodec):
+class CADC(SDTurboLadder):
     """CADC (see the module docstring): g_a on pixels → UGAQ + quadtree → one-step SD-Turbo decoder with
     a decoder-side BLIP caption.
 
@@ -420,9 +422,7 @@ class CADC(StableCodec):
         timestep: int = 999,
         color_fix: bool = False,
     ) -> None:
-        # StableCodec's constructor builds the VAE-encoder LoRA and ELIC, which CADC removes: CADC builds
-        # its own modules and uses StableCodec's methods on them (same attribute names).
-        Codec.__init__(self)
+        super().__init__()
         if captioning and not adgic:
             raise ValueError("captioning (BFATC) captions the ADGIC auxiliary image: it needs adgic=True")
         lambdas, rates = check_lambda_ladder(lambdas, rates)
@@ -463,20 +463,11 @@ class CADC(StableCodec):
         self._init_rung_bank()
 
     # ------------------------------------------------------------------ contract
-    def base_model_ref(self) -> BaseModelRef | None:
-        base = self.hparams.get("base_model")
-        return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
-
     def base_weight_prefixes(self) -> tuple[str, ...]:
         """SD-Turbo (VAE, U-Net, text encoder) and BLIP."""
         return (*super().base_weight_prefixes(), "backbone.conditioning.", "captioner.")
 
     # ------------------------------------------------------------------ the pipeline
-    def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError(
-            "CADC has no SD-VAE or ELIC encoder: g_a works on pixels (latent_codec.g_a)"
-        )
-
     def caption(self, x_aux: Tensor | None) -> list[str] | None:
         """c_aux = BLIP(x̂_aux) per image (BFATC), or None (fixed prompt only) when captioning is off."""
         if self.captioner is None or x_aux is None:

@@ -84,6 +84,7 @@ __all__ = [
     "AnalysisTransform",
     "AuxDecoder",
     "LatentCodec",
+    "SDTurboLadder",
     "SideField",
     "StableCodec",
     "SynthesisTransform",
@@ -375,7 +376,70 @@ def small_backbone_config(cross_attention_dim: int = 32) -> dict[str, dict[str, 
     return tiny_configs(cross_attention_dim=cross_attention_dim, prediction_type="epsilon")
 
 
-class StableCodec(PerRateCodec):
+class SDTurboLadder(PerRateCodec):
+    """What StableCodec and CADC share (same authors; CADC composes StableCodec's parts, paper §3.1): a
+    per-λ ladder on frozen SD-Turbo whose rungs are a latent codec plus the U-Net (and VAE-encoder)
+    adapters, padded to the z grid (256 px), with the optional AdaIN colour fix whose statistics travel in
+    the file. Subclasses build ``latent_codec`` and ``backbone`` and implement the pipeline."""
+
+    pad_multiple = 256
+    pad_mode = "reflect"
+
+    # ------------------------------------------------------------------ contract
+    def base_model_ref(self) -> BaseModelRef | None:
+        base = self.hparams.get("base_model")
+        return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
+
+    def base_weight_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.vae.", "backbone.unet.")
+
+    # ------------------------------------------------------------------ per-rung weights
+    def is_rung_key(self, key: str) -> bool:
+        """Whether state-dict entry ``key`` is one rung's own weight: the latent codec, the U-Net LoRA and
+        conv_in, the VAE-encoder LoRA (not the frozen base, the prompt embedding or ELIC)."""
+        if key.startswith("latent_codec."):
+            return True
+        if not key.startswith("backbone."):
+            return False
+        key = key[len("backbone.") :]
+        return not key.startswith("conditioning.") and not self.backbone.is_base_key(key)
+
+    # ------------------------------------------------------------------ real coding
+    def _prepare_for_coding(self) -> None:
+        self.latent_codec.update(force=False)
+
+    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
+        """:meth:`Codec.compress`, plus the original's colour statistics when built with ``color_fix``."""
+        stream = super().compress(image, quality=quality, bpp=bpp)
+        if self.hparams.color_fix:
+            stats = color_statistics(to_tensor(image)).numpy().astype(np.uint16)
+            stream = Bitstream(
+                model_tag=stream.model_tag, rung=stream.rung, height=stream.height, width=stream.width,
+                side={**stream.side, SideField.COLOR_STATS: stats}, streams=stream.streams,
+            )  # fmt: skip
+        return stream
+
+    def decompress(
+        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
+    ) -> Image.Image | Tensor:
+        """:meth:`Codec.decompress`, then the AdaIN colour fix if the file carries colour statistics."""
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream))
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream)
+        if output not in ("pil", "tensor"):
+            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        x_hat = super().decompress(stream, output="tensor")
+        stats = stream.side.get(SideField.COLOR_STATS)
+        if stats is not None:
+            if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
+                raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
+            with torch.no_grad():
+                x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
+        return to_pil(x_hat) if output == "pil" else x_hat
+
+
+class StableCodec(SDTurboLadder):
     """StableCodec (see the module docstring): E_SD + E_Aux → latent codec → one-step SD-Turbo decoder.
 
     One rung per λ (per-λ models, paper §4.1). All rungs share the frozen SD-Turbo weights, ELIC g_a and the
@@ -409,8 +473,6 @@ class StableCodec(PerRateCodec):
     """
 
     method = "stablecodec"
-    pad_multiple = 256
-    pad_mode = "reflect"
     paper = "StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025)"
     paper_url = "https://arxiv.org/abs/2506.21977"
     licence = "mit"
@@ -493,25 +555,6 @@ class StableCodec(PerRateCodec):
         )
         self._init_rung_bank()
 
-    # ------------------------------------------------------------------ contract
-    def base_model_ref(self) -> BaseModelRef | None:
-        base = self.hparams.get("base_model")
-        return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.")
-
-    # ------------------------------------------------------------------ per-rung weights
-    def is_rung_key(self, key: str) -> bool:
-        """Whether state-dict entry ``key`` is one rung's own weight: the latent codec, the U-Net LoRA and
-        conv_in, the VAE-encoder LoRA (not the frozen base, the prompt embedding or ELIC)."""
-        if key.startswith("latent_codec."):
-            return True
-        if not key.startswith("backbone."):
-            return False
-        key = key[len("backbone.") :]
-        return not key.startswith("conditioning.") and not self.backbone.is_base_key(key)
-
     # ------------------------------------------------------------------ the pipeline
     def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(E_SD latent ×0.18215, E_Aux feature) of x ∈ [0, 1] (spec §2 steps 3–4; tiled VAE if large)."""
@@ -538,9 +581,6 @@ class StableCodec(PerRateCodec):
         )
 
     # ------------------------------------------------------------------ real coding
-    def _prepare_for_coding(self) -> None:
-        self.latent_codec.update(force=False)
-
     def _compress(self, x: Tensor, rung: int) -> EncodedImage:
         latent, latent2 = self.encode_latents(x)
         out = self.latent_codec.compress(latent, latent2)
@@ -554,33 +594,3 @@ class StableCodec(PerRateCodec):
         grid = (padded_size[0] // self.pad_multiple, padded_size[1] // self.pad_multiple)
         out = self.latent_codec.decompress([[y_string], [z_string]], grid)
         return self.synthesize(out["l_T"], out["res"])[0]
-
-    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
-        """:meth:`Codec.compress`, plus the original's colour statistics when built with ``color_fix``."""
-        stream = super().compress(image, quality=quality, bpp=bpp)
-        if self.hparams.color_fix:
-            stats = color_statistics(to_tensor(image)).numpy().astype(np.uint16)
-            stream = Bitstream(
-                model_tag=stream.model_tag, rung=stream.rung, height=stream.height, width=stream.width,
-                side={**stream.side, SideField.COLOR_STATS: stats}, streams=stream.streams,
-            )  # fmt: skip
-        return stream
-
-    def decompress(
-        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
-    ) -> Image.Image | Tensor:
-        """:meth:`Codec.decompress`, then the AdaIN colour fix if the file carries colour statistics."""
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
-        if output not in ("pil", "tensor"):
-            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
-        x_hat = super().decompress(stream, output="tensor")
-        stats = stream.side.get(SideField.COLOR_STATS)
-        if stats is not None:
-            if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
-                raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
-            with torch.no_grad():
-                x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
-        return to_pil(x_hat) if output == "pil" else x_hat
