@@ -513,24 +513,29 @@ class OneDCLatentCodec(nn.Module):
         # the decoder rebuilds the codes from the indices: condition on exactly those
         z_hat = self.z_vq.indices_to_codes(indices).to(y.dtype)
         _, common = self.hyper_decode(z_hat)
+        z_string, grid = self.z_vq.pack(indices[0]), tuple(indices.shape[-2:])
         if z_only:
-            return {"z_string": self.z_vq.pack(indices[0]), "y_string": None, "y_hat": self.mean_only(common)}
+            y_hat = self.mean_only(common)
+            return {"strings": [[z_string]], "shape": grid, "z_string": z_string, "y_string": None,
+                    "y_hat": y_hat}  # fmt: skip
         model, params = self.context_model(common)
         out = model.compress(y, params)
+        y_string = out["strings"][0][0]
         return {
-            "z_string": self.z_vq.pack(indices[0]),
-            "y_string": out["strings"][0][0],
+            "strings": [[z_string], [y_string]],
+            "shape": grid,
+            "z_string": z_string,
+            "y_string": y_string,
             "y_hat": out["y_hat"],
         }
 
-    def decompress(
-        self, z_string: bytes, y_string: bytes | None, padded_size: tuple[int, int]
-    ) -> dict[str, Tensor]:
-        """``ctrl``, ``y_semantic``, ``tokens`` and ``y_hat`` from the strings and the padded image size.
-
-        ``y_string=None`` decodes a z-only file.
-        """
-        grid = (padded_size[0] // self.downsample, padded_size[1] // self.downsample)
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: tuple[int, int]) -> dict[str, Tensor]:
+        """``ctrl``, ``y_semantic``, ``tokens`` and ``y_hat`` from :meth:`compress`'s ``strings``
+        (``[[z]]`` for a z-only file, else ``[[z], [y]]``) and ``shape`` (the z grid, padded size / 64)."""
+        if len(strings) not in (1, 2) or any(len(s) != 1 for s in strings):
+            raise ValueError(f"expected [[z]] or [[z], [y]] (one image), got {len(strings)} lists")
+        z_string, y_string = strings[0][0], (strings[1][0] if len(strings) == 2 else None)
+        grid = tuple(shape)
         indices = self.z_vq.unpack(z_string, (1, *grid))
         device = self.y_spatial_prior_reduction.weight.device
         dtype = self.y_spatial_prior_reduction.weight.dtype
@@ -799,15 +804,14 @@ class OneDC(PerRateCodec):
         generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0
         cond = self.encode_latent(x, generator)
         out = self.latent_codec.compress(x * 2 - 1, cond, z_only=self.z_only[rung])
-        streams = [out["z_string"]] if self.z_only[rung] else [out["z_string"], out["y_string"]]
-        return EncodedImage(streams=streams)
+        return EncodedImage(streams=[strings[0] for strings in out["strings"]])  # [z] or [z, y]
 
     def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> Tensor:
         expected = 1 if self.z_only[rung] else 2
         if len(encoded.streams) != expected:
             what = "1 stream (z)" if expected == 1 else "2 streams (z, y)"
             raise DecodeError(f"a OneDC file of rung {rung} has {what}, found {len(encoded.streams)}")
-        z_string = encoded.streams[0]
-        y_string = None if self.z_only[rung] else encoded.streams[1]
-        out = self.latent_codec.decompress(z_string, y_string, padded_size)
+        stride = self.latent_codec.downsample
+        grid = (padded_size[0] // stride, padded_size[1] // stride)
+        out = self.latent_codec.decompress([[stream] for stream in encoded.streams], grid)
         return self.render(self.generate(out["ctrl"], out["tokens"]))

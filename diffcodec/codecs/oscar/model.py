@@ -221,6 +221,26 @@ class HyperEncoder(nn.Module):
         quantized = self.quantizer.decode(indices.reshape(b, h * w))
         return self.proj(quantized.transpose(1, 2).reshape(b, -1, h, w))
 
+    def compress(self, z0: torch.Tensor) -> dict[str, Any]:
+        """One image (the latent-codec protocol, :mod:`diffcodec.entropy.latent_codec`): ``strings``
+        ``[[indices]]`` packed at ⌈log₂K⌉ bits each (paper §3.3), ``shape`` the index grid (h/s, w/s)."""
+        indices = self.encode(z0)
+        if indices.shape[0] != 1:
+            raise ValueError(f"compress codes one image at a time, got a batch of {indices.shape[0]}")
+        stream = pack_indices(indices, self.codebook_size)
+        return {"strings": [[stream]], "shape": tuple(indices.shape[-2:]), "indices": indices}
+
+    def decompress(
+        self, strings: Sequence[Sequence[bytes]], shape: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """``z_hat`` (the proj output ẑ) and ``indices`` from :meth:`compress`'s strings and grid."""
+        if len(strings) != 1 or len(strings[0]) != 1:
+            raise ValueError(f"expected [[indices]] (one image), got {len(strings)} lists")
+        rows, cols = shape
+        indices = unpack_indices(strings[0][0], rows * cols, self.codebook_size)
+        indices = torch.from_numpy(indices).to(next(self.parameters()).device).view(1, rows, cols)
+        return {"z_hat": self.decode(indices), "indices": indices}
+
     def forward(self, z0: torch.Tensor) -> HyperEncoderOutput:
         """Training path: in train mode the codebook is EMA-updated and gradients pass the VQ."""
         tokens, (h, w) = self._tokens(z0)
@@ -483,12 +503,11 @@ class OSCAR(Codec):
     # ------------------------------------------------------------------ real coding
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
         z0 = self.encode_latent(x)
-        indices = self.hyper_encoders[rung].encode(z0)
+        coded = self.hyper_encoders[rung].compress(z0)
         norms = channel_norms(z0)[0].float().cpu().numpy().astype(np.float16)
         if not np.isfinite(norms).all():
             raise ValueError("a latent channel norm overflows float16; the image cannot be coded")
-        stream = pack_indices(indices, self.rung_table[rung].codebook_size)
-        return EncodedImage(streams=[stream], side={SideField.CHANNEL_NORMS: norms})
+        return EncodedImage(streams=[coded["strings"][0][0]], side={SideField.CHANNEL_NORMS: norms})
 
     def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> torch.Tensor:
         if len(encoded.streams) != 1:
@@ -502,9 +521,6 @@ class OSCAR(Codec):
             raise DecodeError(f"the channel norms must be finite and non-negative, got {norms.tolist()}")
         stride = self.backbone.vae_scale_factor * self.rung_table[rung].latent_stride
         grid = (padded_size[0] // stride, padded_size[1] // stride)
-        codebook = self.rung_table[rung].codebook_size
-        indices = unpack_indices(encoded.streams[0], grid[0] * grid[1], codebook)
-        indices = torch.from_numpy(indices).to(self.device).view(1, *grid)
-        z_hat = self.hyper_encoders[rung].decode(indices)
+        z_hat = self.hyper_encoders[rung].decompress([[encoded.streams[0]]], grid)["z_hat"]
         norms_t = torch.from_numpy(norms.astype(np.float32)).to(z_hat)[None]
         return self.synthesize(z_hat, norms_t, rung)[0]
