@@ -6,15 +6,15 @@ on every rank (see :func:`choose_crop`). The methods' settings:
 
 ============  =====================================================================================
 StableCodec   ``[Crop(512)]``, flips ``"both"``, ``min_size="skip"`` (only images with both sides ≥ 512
-              are used; spec §8.1). CADC uses the same.
+              are used; official ``train.py``). CADC uses the same.
 OSCAR         ``[Crop(256, jitter=8)]``, flips ``"dihedral"``: a 264 crop, one of the 8 dihedral
               transforms (KAIR ``augment_img``), then with probability ½ a random 256 crop inside it,
-              else its top-left 256 crop (spec §6).
+              else its top-left 256 crop (official ``main_train_hyper_enc.py``).
 OneDC         ``[Crop(512, weight=0.2, downscale_from=1024), Crop(512, weight=0.5, within=1024),
               Crop(1024, weight=0.3, batch_fraction=0.25)]``, flips ``"horizontal"``,
               ``min_size="upscale"``: images whose short side is under 1024 are resized up, a 1024 patch
               is cut, then per batch it is resized to 512, cropped to 512, or kept with a quarter of the
-              batch (spec §6.4, the official config; the appendix's {512, 1024} at {0.6, 0.4} is
+              batch (the official stage-1 config; the appendix's {512, 1024} at {0.6, 0.4} is
               ``[Crop(512, weight=0.6, within=1024), Crop(1024, weight=0.4)]``).
 ============  =====================================================================================
 """

@@ -8,14 +8,15 @@ both (e.g. ELIC's ``ResidualBottleneck`` and OSCAR's ``ResidualBottleneckBlock``
 Sections (spec files are in ``specs/``):
 
 * convolution helpers — CompressAI ``conv`` / ``deconv`` / ``conv1x1`` / ``conv3x3`` and DCVC's
-  sub-pixel 1×1 convolution (``oscar.md`` §3.2, ``onedc.md`` §2.1);
+  sub-pixel 1×1 convolution (official ``hyper_encoder.py``, official ``codec_module.py``);
 * StableCodec / CADC latent-codec blocks — InceptionNeXt, GatedCNN, BasicBlock (= CADC's
   "StarBlock"), Downsample, Upsample, Adapter, LRP, and the h_a / h_s templates
-  (``stablecodec.md`` §4.1–§4.2, ``cadc.md``);
+  (official ``latent_codec.py``, ``cadc.md``);
 * ELIC / CompressAI / OSCAR residual blocks — ResidualBottleneck, ResidualBottleneckBlock,
-  ResidualUnit, AttentionBlock (``stablecodec.md`` §7, ``oscar.md`` §3.2);
-* OneDC DCVC blocks — DepthConv, ConvFFN3, DepthConvBlock4, ResidualBlockUpsample (``onedc.md`` §2.1);
-* OneDC VQGAN-family blocks — ResnetBlock, AttnBlock, ReduceResBlock (``onedc.md`` §2.1, §4.1).
+  ResidualUnit, AttentionBlock (official code, official ``hyper_encoder.py``);
+* OneDC DCVC blocks — DepthConv, ConvFFN3, DepthConvBlock4, ResidualBlockUpsample (official
+  ``codec_module.py``);
+* OneDC VQGAN-family blocks — ResnetBlock, AttnBlock, ReduceResBlock (official ``codec_module.py``, §4.1).
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def _require_positive(**widths: int) -> None:
 
 
 def conv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
-    """CompressAI ``conv``: Conv2d k5 s2 p2 with bias, so n → ⌈n/2⌉ (``oscar.md`` §3.2)."""
+    """CompressAI ``conv``: Conv2d k5 s2 p2 with bias, so n → ⌈n/2⌉ (official ``hyper_encoder.py``)."""
     _require_positive(in_ch=in_ch, out_ch=out_ch, kernel_size=kernel_size, stride=stride)
     return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2)
 
 
 def deconv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
-    """CompressAI ``deconv``: ConvTranspose2d k5 s2 p2, output_padding 1, so m → 2m (``oscar.md`` §3.2)."""
+    """CompressAI ``deconv``: ConvTranspose2d k5 s2 p2, output_padding 1, so m → 2m (official
+    ``hyper_encoder.py``)."""
     _require_positive(in_ch=in_ch, out_ch=out_ch, kernel_size=kernel_size, stride=stride)
     return nn.ConvTranspose2d(
         in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, output_padding=stride - 1
@@ -99,14 +101,14 @@ def subpel_conv1x1(in_ch: int, out_ch: int, upscale: int = 2) -> nn.Sequential:
     """DCVC ``subpel_conv1x1``: Conv1×1(in, out·r²) → PixelShuffle(r); keys ``0.weight``/``0.bias``.
 
     PixelShuffle (PyTorch semantics): input channel c·r² + i·r + j at (h, w) goes to output
-    channel c at (r·h + i, r·w + j) (``stablecodec.md`` §4.1).
+    channel c at (r·h + i, r·w + j) (official ``latent_codec.py``).
     """
     _require_positive(in_ch=in_ch, out_ch=out_ch, upscale=upscale)
     return nn.Sequential(conv1x1(in_ch, out_ch * upscale**2), nn.PixelShuffle(upscale))
 
 
 def group_norm32(channels: int) -> nn.GroupNorm:
-    """VQGAN ``Normalize``: GroupNorm with 32 groups, eps 1e-6, affine (``onedc.md`` §2.1)."""
+    """VQGAN ``Normalize``: GroupNorm with 32 groups, eps 1e-6, affine (official ``codec_module.py``)."""
     _require_positive(channels=channels)
     if channels % 32:
         raise ValueError(f"GroupNorm(32) needs a channel count divisible by 32, got {channels}")
@@ -117,7 +119,7 @@ class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channel axis of an NCHW tensor, at every pixel (channels-last maths).
 
     Same parameters (``weight``, ``bias``) as ``nn.LayerNorm(channels)``; StableCodec's GatedCNN block
-    uses eps 1e-6 (``stablecodec.md`` §4.1).
+    uses eps 1e-6 (official ``latent_codec.py``).
     """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
@@ -129,7 +131,7 @@ class ChannelLayerNorm(nn.LayerNorm):
 
 
 # --------------------------------------------------------------------------------------------------
-# StableCodec / CADC latent-codec blocks (stablecodec.md §4.1 and §4.2; cadc.md keeps them unchanged)
+# StableCodec / CADC latent-codec blocks (official ``latent_codec.py`` and §4.2; cadc.md keeps them unchanged)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -138,7 +140,7 @@ class InceptionDWConv2d(nn.Module):
 
     With q = ⌊C/8⌋ and r = C − 3q the channels split, in this order, into [0:r) identity,
     [r:r+q) → 3×3 depthwise (``dwconv_hw``), [r+q:r+2q) → 1×11 (``dwconv_w``) and [r+2q:C) → 11×1
-    (``dwconv_h``); the four results are concatenated in the same order (``stablecodec.md`` §4.1).
+    (``dwconv_h``); the four results are concatenated in the same order (official ``latent_codec.py``).
     """
 
     def __init__(self, channels: int, square_kernel: int = 3, band_kernel: int = 11) -> None:
@@ -160,7 +162,7 @@ class InceptionDWConv2d(nn.Module):
 class InceptionNeXt(nn.Module):
     """StableCodec's InceptionNeXt block: x + conv2(GELU(conv1(InceptionDWConv2d(x)))).
 
-    No normalisation layer; MLP ratio 2 (``stablecodec.md`` §4.1). Keys ``depthconv.dwconv_{hw,w,h}``,
+    No normalisation layer; MLP ratio 2 (official ``latent_codec.py``). Keys ``depthconv.dwconv_{hw,w,h}``,
     ``conv1``, ``conv2``.
     """
 
@@ -176,7 +178,7 @@ class InceptionNeXt(nn.Module):
 
 
 class GatedCNNBlock(nn.Module):
-    """Gated CNN block (MambaOut, Yu & Wang 2024), StableCodec variant (``stablecodec.md`` §4.1).
+    """Gated CNN block (MambaOut, Yu & Wang 2024), StableCodec variant (official ``latent_codec.py``).
 
     u = LayerNorm_channels(x) (eps 1e-6); [a, b] = split(fc1(u)) with a the gate and b the value,
     each of width e·C; out = x + fc2(GELU(a) ⊙ dwconv3×3(b)). Unlike MambaOut, every value channel
@@ -199,7 +201,7 @@ class GatedCNNBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """InceptionNeXt(C) then GatedCNNBlock(C) (``stablecodec.md`` §4.1); keys ``blocks.{0,1}``.
+    """InceptionNeXt(C) then GatedCNNBlock(C) (official ``latent_codec.py``); keys ``blocks.{0,1}``.
 
     10C² + 30C + 34·⌊C/8⌋ parameters. The CADC paper calls this combination "StarBlock"
     (``cadc.md``), hence the alias :data:`StarBlock`.
@@ -230,7 +232,7 @@ class _TwoBranchSum(nn.Module):
 
 
 class Downsample(_TwoBranchSum):
-    """Stride-2 two-branch block a→b, output ⌈H/2⌉×⌈W/2⌉ (``stablecodec.md`` §4.1).
+    """Stride-2 two-branch block a→b, output ⌈H/2⌉×⌈W/2⌉ (official ``latent_codec.py``).
 
     branch1 = 1×1 → GELU → 3×3/s2; branch2 = 1×1 → GELU → 5×5/s2 depthwise; summed.
     2ab + 9b² + 29b parameters.
@@ -247,7 +249,7 @@ class Downsample(_TwoBranchSum):
 
 
 class Upsample(_TwoBranchSum):
-    """×2 two-branch block a→b with PixelShuffle(2) (``stablecodec.md`` §4.1).
+    """×2 two-branch block a→b with PixelShuffle(2) (official ``latent_codec.py``).
 
     branch1 = 3×3 → GELU → 1×1 (a→4b) → PixelShuffle; branch2 = 5×5 depthwise → GELU → 1×1 (a→4b) →
     PixelShuffle; summed. 9a² + 27a + 8ab + 8b parameters.
@@ -264,7 +266,7 @@ class Upsample(_TwoBranchSum):
 
 
 class Adapter(_TwoBranchSum):
-    """Width adapter a→b with hidden width m = ⌊(a+b)/2⌋ (``stablecodec.md`` §4.1).
+    """Width adapter a→b with hidden width m = ⌊(a+b)/2⌋ (official ``latent_codec.py``).
 
     branch1 = 1×1 (a→m) → GELU → 5×5 depthwise → GELU → 1×1 (m→b); branch2 = 1×1 (a→b); summed.
     """
@@ -285,7 +287,7 @@ class Adapter(_TwoBranchSum):
 
 
 class LRP(nn.Module):
-    """Latent residual prediction (Minnen & Singh 2020), StableCodec form (``stablecodec.md`` §5.4).
+    """Latent residual prediction (Minnen & Singh 2020), StableCodec form (official code).
 
     ``block`` = Adapter(a → ⌊(a+b)/2⌋) then Adapter(⌊(a+b)/2⌋ → b); in the codec a = 640, b = 320.
     :meth:`forward` is the official module (raw output); :meth:`residual` is how the codec applies
@@ -316,9 +318,10 @@ class LRP(nn.Module):
 
 
 class HyperAnalysis(nn.Module):
-    """Hyper-analysis h_a (``stablecodec.md`` §4.2): Conv3×3/s2 M→Z → BasicBlock(Z) → Conv3×3/s2 Z→Z.
+    """Hyper-analysis h_a (official ``latent_codec.py``): Conv3×3/s2 M→Z → BasicBlock(Z) → Conv3×3/s2 Z→Z.
 
-    StableCodec: M = 320, Z = M/2 = 160 (the default). CADC keeps Z = M = 320 (``cadc.md`` §3.2).
+    StableCodec: M = 320, Z = M/2 = 160 (the default). CADC keeps Z = M = 320 (diffcodec's design,
+    docs/methods/cadc.md).
     Key prefix ``reduction.{0,1,2}``; no activations outside the BasicBlock.
     """
 
@@ -337,10 +340,11 @@ class HyperAnalysis(nn.Module):
 
 
 class HyperSynthesis(nn.Module):
-    """Hyper-synthesis h_s (``stablecodec.md`` §4.2), back to the y grid (×4).
+    """Hyper-synthesis h_s (official ``latent_codec.py``), back to the y grid (×4).
 
     Conv1×1 Z→4Z → PixelShuffle(2) → BasicBlock(Z) → Conv1×1 Z→4M → PixelShuffle(2). StableCodec:
-    M = 320, Z = 160 (default); CADC: Z = M = 320 (``cadc.md`` §3.2). Key prefix ``increase.{0,2,3}``.
+    M = 320, Z = 160 (default); CADC: Z = M = 320 (diffcodec's design, docs/methods/cadc.md). Key prefix
+    ``increase.{0,2,3}``.
     """
 
     def __init__(self, latent_ch: int = 320, hyper_ch: int | None = None) -> None:
@@ -356,7 +360,7 @@ class HyperSynthesis(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# ELIC / CompressAI / OSCAR residual blocks (stablecodec.md §7, oscar.md §3.2)
+# ELIC / CompressAI / OSCAR residual blocks (official code, official ``hyper_encoder.py``)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -374,7 +378,7 @@ def _bottleneck(channels: int) -> nn.Sequential:
 class ResidualBottleneck(nn.Module):
     """ELIC residual bottleneck (He et al., CVPR 2022): out = x + branch(x), no final activation.
 
-    ``branch`` = conv1x1(N, N/2) → ReLU → conv3x3 → ReLU → conv1x1(N/2, N) (``stablecodec.md`` §7).
+    ``branch`` = conv1x1(N, N/2) → ReLU → conv3x3 → ReLU → conv1x1(N/2, N) (official code).
     Subclasses only rename the branch (class attribute ``branch_key``) or add the final ReLU of
     CompressAI's residual unit (``relu_after_sum``), so one implementation serves all three.
     """
@@ -392,7 +396,8 @@ class ResidualBottleneck(nn.Module):
 
 
 class ResidualBottleneckBlock(ResidualBottleneck):
-    """OSCAR's ``ResidualBottleneckBlock`` (``oscar.md`` §3.2): the ELIC maths under keys ``layers.*``."""
+    """OSCAR's ``ResidualBottleneckBlock`` (official ``hyper_encoder.py``): the ELIC maths under keys
+    ``layers.*``."""
 
     branch_key = "layers"
 
@@ -408,7 +413,7 @@ class AttentionBlock(nn.Module):
     """CompressAI simplified attention (Cheng et al., CVPR 2020): x + a(x) ⊙ sigmoid(b(x)).
 
     a = 3 × ResidualUnit (``conv_a``); b = 3 × ResidualUnit + conv1x1 (``conv_b``). Used by ELIC's g_a
-    (``stablecodec.md`` §7) and OSCAR's hyper-encoder (``oscar.md`` §3.2).
+    (official code) and OSCAR's hyper-encoder (official ``hyper_encoder.py``).
     """
 
     def __init__(self, channels: int) -> None:
@@ -421,14 +426,14 @@ class AttentionBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# OneDC: DCVC blocks (onedc.md §2.1; onedc-codec/onedc:src/modules/dcvc.py, MIT)
+# OneDC: DCVC blocks (official ``codec_module.py``; onedc-codec/onedc:src/modules/dcvc.py, MIT)
 # --------------------------------------------------------------------------------------------------
 
 
 class DepthConv(nn.Module):
     """DCVC depth-wise conv unit: conv2(dw3×3(LeakyReLU₀.₀₁(conv1(x)))) + identity.
 
-    identity = 1×1 ``adaptor``(x) when in ≠ out, else x (``onedc.md`` §2.1). Keys ``conv1.0``,
+    identity = 1×1 ``adaptor``(x) when in ≠ out, else x (official ``codec_module.py``). Keys ``conv1.0``,
     ``depth_conv``, ``conv2``, ``adaptor``.
     """
 
@@ -447,7 +452,7 @@ class DepthConv(nn.Module):
 class ConvFFN3(nn.Module):
     """DCVC gated FFN: [a, b] = split(conv(x)); x + conv_out(LeakyReLU₀.₁(a) + LeakyReLU₀.₀₁(b)).
 
-    conv: 1×1 C→4C, conv_out: 1×1 2C→C (``onedc.md`` §2.1).
+    conv: 1×1 C→4C, conv_out: 1×1 2C→C (official ``codec_module.py``).
     """
 
     def __init__(self, channels: int) -> None:
@@ -472,7 +477,7 @@ class DepthConvBlock4(nn.Module):
 
 
 class ResidualBlockUpsample(nn.Module):
-    """DCVC ×r residual upsampler with 1×1 sub-pixel convolutions (``onedc.md`` §2.1).
+    """DCVC ×r residual upsampler with 1×1 sub-pixel convolutions (official ``codec_module.py``).
 
     out = LeakyReLU₀.₁(conv3×3(LeakyReLU₀.₀₁(subpel_conv(x)))) + upsample(x), where both
     ``subpel_conv`` and ``upsample`` are Conv1×1(in, r²·out) → PixelShuffle(r).
@@ -490,12 +495,12 @@ class ResidualBlockUpsample(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# OneDC: VQGAN-family blocks (onedc.md §2.1, §4.1; taming-transformers / MaskGIT conventions)
+# OneDC: VQGAN-family blocks (official ``codec_module.py``, §4.1; taming-transformers / MaskGIT conventions)
 # --------------------------------------------------------------------------------------------------
 
 
 class ResnetBlock(nn.Module):
-    """MaskGIT-VQGAN residual block (``onedc.md`` §2.1); serves both OneDC ``ResnetBlock`` classes.
+    """MaskGIT-VQGAN residual block (official ``codec_module.py``); serves both OneDC ``ResnetBlock`` classes.
 
     h = conv2(SiLU(GN(conv1(SiLU(GN(x)))))) with bias-free 3×3 convolutions and GN(32, eps 1e-6);
     out = x + h when in = out. When in ≠ out, the official block (encoder_unet.py, the
@@ -522,7 +527,7 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """VQGAN single-head spatial self-attention (Esser et al., CVPR 2021; ``onedc.md`` §2.1).
+    """VQGAN single-head spatial self-attention (Esser et al., CVPR 2021; official ``codec_module.py``).
 
     GN(32, eps 1e-6) → 1×1 ``q``, ``k``, ``v`` → softmax(qᵀk/√C) over all H·W positions →
     1×1 ``proj_out``; plus x.
@@ -548,7 +553,7 @@ class AttnBlock(nn.Module):
 
 
 class ReduceResBlock(nn.Module):
-    """OneDC ``reduce_resblock`` (the generator's ``vae_reduction``, ``onedc.md`` §4.1).
+    """OneDC ``reduce_resblock`` (the generator's ``vae_reduction``, official ``decoder_unet.py``).
 
     blocks = GN → SiLU → Conv3×3(in, in) → GN → SiLU → Conv3×3(in, out) (keys ``blocks.{0,2,3,5}``),
     plus the 1×1 ``short_cut``(in, out) of the input. Both GroupNorms are GN(32, eps 1e-6).

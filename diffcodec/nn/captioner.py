@@ -1,4 +1,5 @@
-"""Decoder-side image captioning with BLIP (Li et al., ICML 2022) for CADC's BFATC (``cadc.md`` §6).
+"""Decoder-side image captioning with BLIP (Li et al., ICML 2022) for CADC's BFATC (diffcodec's design,
+docs/methods/cadc.md).
 
 CADC captions its auxiliary reconstruction x̂_aux with a frozen ``blip-image-captioning-base`` at the
 *decoder*; the caption costs zero bits, so encoder and decoder never exchange it. It must therefore be a
@@ -9,7 +10,7 @@ fixes everything generation could otherwise pick up from a hub ``generation_conf
   at most ``max_length`` = 20 tokens (the model's default), special tokens skipped, whitespace stripped;
 - one image at a time (no padding effects from batching);
 - the image goes through the 8-bit grid (x̂_aux clamped to [−1, 1] → (v+1)/2 → uint8) and then
-  ``BlipImageProcessor`` (resize to 384² bicubic, rescale 1/255, CLIP normalisation), spec §6.2.
+  ``BlipImageProcessor`` (resize to 384² bicubic, rescale 1/255, CLIP normalisation), as BLIP's processor.
 
 Build the real captioner with :meth:`BlipCaptioner.from_pretrained` (hub id ``Salesforce/blip-image-
 captioning-base`` at a revision, or a local folder; offline it must be in the hub cache), or a small
@@ -34,7 +35,7 @@ from diffcodec.nn.backbone import load_component
 
 __all__ = ["BLIP_MODEL", "SMALL_BLIP", "BlipCaptioner", "byte_level_tokenizer"]
 
-#: The paper's captioner (``cadc.md`` §6.1): 247.41 M parameters, 384² inputs.
+#: The paper's captioner (diffcodec's design, docs/methods/cadc.md): 247.41 M parameters, 384² inputs.
 BLIP_MODEL = "Salesforce/blip-image-captioning-base"
 BLIP_LICENCE = "bsd-3-clause"
 
@@ -81,7 +82,8 @@ def byte_level_tokenizer(
 
 
 class BlipCaptioner(nn.Module):
-    """Frozen BLIP caption generator f_c (``cadc.md`` §6): ``captions = captioner(x̂_aux)``.
+    """Frozen BLIP caption generator f_c (diffcodec's design, docs/methods/cadc.md):
+    ``captions = captioner(x̂_aux)``.
 
     Args:
         model: a ``transformers.BlipForConditionalGeneration`` (kept in eval mode, no gradients).

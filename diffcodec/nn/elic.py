@@ -2,7 +2,7 @@
 
 StableCodec (Zhang et al., ICCV 2025, §3.3 "Dual-Branch Coding Structure") feeds the image through
 the analysis transform of a pre-trained high-rate ELIC model (He et al., CVPR 2022) and concatenates
-its stride-16 features with the SD-VAE latent. Architecture and weight layout: ``stablecodec.md`` §7
+its stride-16 features with the SD-VAE latent. Architecture and weight layout: official code
 and ``manifests/elic_ckpt.json`` (key ``g_a_subset_used``)::
 
     x ∈ [0,1] (3×H×W) ─conv5/2─► 192 ─RB×3─► conv5/2 ─RB×3─► Attn ─► conv5/2 ─RB×3─► conv5/2 ─► 320 ─Attn─►
@@ -60,7 +60,7 @@ class ELICAnalysisTransform(nn.Module):
         """Load the ``g_a.*`` tensors of an ``elic_official.pth``-layout state dict (strict on g_a).
 
         Every g_a key must be present with the right shape (the official loader is non-strict, which
-        would silently leave g_a random; spec §7). Keys outside ``g_a.`` (g_s, hyper transforms,
+        would silently leave g_a random). Keys outside ``g_a.`` (g_s, hyper transforms,
         context models, entropy models) are ignored — their names are unverified and StableCodec never
         uses them. Returns the ignored keys.
         """

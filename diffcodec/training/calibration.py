@@ -7,7 +7,7 @@ G(t) ≈ √ᾱ_t (Eq. 12). So each rung gets
 - F(r) = mean over images and latent vectors of sim(z₀⁽ⁿ⁾, z̃⁽ⁿ⁾)            (Eq. 9–10)
 - t̂(r) = argmin_t |√ᾱ_t − F(r)|                                           (Eq. 13)
 
-Choices the paper leaves open (``oscar.md`` §8), with the defaults used here:
+Choices the paper leaves open (paper Eq. 9–13), with the defaults used here:
 
 - *vectors*: one 4-vector per spatial position (``axis="position"``), as in Eq. 6; ``"channel"`` takes
   one vector per channel over all positions (the official stage-2 loss);

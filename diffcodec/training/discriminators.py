@@ -1,7 +1,8 @@
 """Discriminators of the one-step codecs' adversarial losses.
 
 - :class:`LatentDiscriminator` — OSCAR's "pre-trained U-Net encoder + lightweight head" on latents
-  (OSCAR §3.4, spec §7.5): the SD U-Net's down path and mid block (with LoRA) as features, a small head.
+  (OSCAR §3.4; official ``discriminator.py``): the SD U-Net's down path and mid block (with LoRA) as
+  features, a small head.
 - :class:`DINOv2Discriminator` — StableCodec's and CADC's image discriminator: frozen
   DINOv2-with-registers features with spectral-norm heads, DiffAugment on its inputs (StableCodec §8.3).
 """
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 from diffcodec.nn.backbone import LearnedEmbedding, load_component
 from diffcodec.nn.lora import ONEDC_UNET_TARGETS, LoraSpec, add_lora
 
-#: LoRA targets of OSCAR's discriminator U-Net (``oscar.md`` §7.5): the same list as OneDC's U-Net LoRA.
+#: LoRA targets of OSCAR's discriminator U-Net (official ``discriminator.py``): the same list as OneDC's
+#: U-Net LoRA.
 DISCRIMINATOR_LORA_TARGETS = ONEDC_UNET_TARGETS
 
 
@@ -128,7 +130,7 @@ class BlurPool(nn.Module):
 
 class DINOv2Discriminator(nn.Module):
     """Vision-aided discriminator (Kumari et al., CVPR 2022) on frozen DINOv2-with-registers features,
-    StableCodec's ``cv_type='dinov2_reg', output_type='conv_multi_level'`` (spec §8.3).
+    StableCodec's ``cv_type='dinov2_reg', output_type='conv_multi_level'`` (official ``finetune.py``).
 
     DiffAugment → [0, 1] → area resize to 224² → ImageNet normalisation → ViT-B/14 (frozen); three levels:
     patch tokens after blocks 4 and 8 (16×16 maps; each a head BlurPool → SN-Conv3×3/2 → LeakyReLU 0.2 →

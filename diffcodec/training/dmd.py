@@ -1,7 +1,8 @@
 """DMD2 distillation for one-step generators: distribution matching and a latent GAN on U-Net features.
 
 Yin et al., "Improved Distribution Matching Distillation for Fast Image Synthesis" (DMD2, NeurIPS 2024),
-as the OneDC code uses it (``onedc.md`` §7, after tianweiy/DMD2 ``sd_guidance.py``). Generic: any one-step
+as the OneDC code uses it (official ``train_sd15_codec_stage2.py``, after tianweiy/DMD2 ``sd_guidance.py``).
+Generic: any one-step
 generator whose output is an SD latent can be trained with it (OneDC's stage 2; OSCAR / StableCodec /
 CADC style generators as well).
 

@@ -8,7 +8,8 @@ inside (the DISTS VGG16) are frozen. Images are (B, 3, H, W) in [0, 1].
   :class:`diffcodec.eval.metrics.DISTS` (offline weights), here with gradients and without the [0, 1]
   range check, so it also takes edge maps.
 - :func:`sobel_magnitude` and :meth:`DISTSLoss.edge_aware` — OSCAR's edge-aware DISTS (paper Eq. 15, after
-  Ding et al.'s practice [14]): DISTS between Sobel magnitude maps of the grey images (``oscar.md`` §7.4).
+  Ding et al.'s practice [14]): DISTS between Sobel magnitude maps of the grey images (official
+  ``main_train.py``).
 - :func:`latent_cosine_similarity` — cosine similarity of two latents per spatial position (across
   channels; OSCAR Eq. 6/9) or per channel (across positions; OSCAR's official stage-2 loss).
 - :func:`generator_loss` / :func:`discriminator_loss` — non-saturating GAN (Goodfellow et al. 2014; OSCAR
@@ -62,7 +63,8 @@ def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
 
 
 def sobel_magnitude(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Sobel gradient magnitude √(Gx² + Gy² + eps) of the grey image, zero padding (``oscar.md`` §7.4).
+    """Sobel gradient magnitude √(Gx² + Gy² + eps) of the grey image, zero padding (official
+    ``main_train.py``).
 
     Input (B, 3, H, W) or (B, 1, H, W) in [0, 1]; output (B, 1, H, W), not rescaled (values up to ≈5.7).
     """
@@ -79,7 +81,7 @@ class DISTSLoss(nn.Module):
     """DISTS as a differentiable loss (mean over the batch), frozen VGG16 + α/β of the evaluation metric.
 
     Unlike the metric, inputs are not range-checked (edge maps exceed 1) and 1-channel inputs are repeated
-    to 3 channels — equivalent to pyiqa's broadcast of a 1-channel map (``oscar.md`` §7.4 step 4).
+    to 3 channels — equivalent to pyiqa's broadcast of a 1-channel map (official ``main_train.py`` step 4).
     """
 
     def __init__(self) -> None:
@@ -171,7 +173,7 @@ class LPIPSLoss(nn.Module):
     """LPIPS v0.1 (Zhang et al., CVPR 2018) as a differentiable loss on images in [−1, 1] (batch mean).
 
     The reference ``lpips`` package with the offline ImageNet trunk of :mod:`diffcodec.eval.backbones`
-    (StableCodec: ``lpips.LPIPS(net='vgg')``, spec §8.1). Frozen.
+    (StableCodec: ``lpips.LPIPS(net='vgg')``, official ``training_utils.py``). Frozen.
     """
 
     def __init__(self, net: Literal["alex", "vgg"] = "vgg") -> None:
@@ -200,7 +202,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class CLIPLoss(nn.Module):
     """‖ê(x) − ê(x̂)‖₂ between L2-normalised CLIP image embeddings, batch mean (StableCodec ``CLIPLoss``).
 
-    Preprocessing as the official (spec §8.1): (v + 1)/2 → resize the shorter side to 224 (bilinear, no
+    Preprocessing as the official ``training_utils.py``: (v + 1)/2 → resize the shorter side to 224
+    (bilinear, no
     antialias) → centre crop 224 → CLIP normalisation. ``model``: a hub id or folder of a
     ``CLIPVisionModelWithProjection`` (``openai/clip-vit-base-patch32``), or a config dict (random init).
     """

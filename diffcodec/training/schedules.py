@@ -68,7 +68,8 @@ class Piecewise(Schedule):
 class LinearWarmup(Schedule):
     """From ``start`` to ``value`` linearly over ``steps`` steps after ``delay`` steps, then ``value``.
 
-    ``LinearWarmup(5e-5, steps=500)`` is diffusers' ``constant_with_warmup`` (OneDC, spec §6.4).
+    ``LinearWarmup(5e-5, steps=500)`` is diffusers' ``constant_with_warmup`` (OneDC's official stage-1
+    config).
     """
 
     def __init__(self, value: float, steps: int, start: float = 0.0, delay: int = 0) -> None:

@@ -25,7 +25,8 @@ encoder and the latent residual prediction removed, and three additions (spec ``
 Each addition is switchable (``ugaq``, ``adgic``, ``captioning``) for the paper's ablation M0…M3.
 
 Layer-level architectures are not in the paper (its Fig. 8/9 are unavailable); they follow the spec's
-proposals (``cadc.md`` §3–§5): the pixel stem of g_a, h_a/h_s with 320-channel z, f_u, g_aux; the context
+proposals (diffcodec's design, docs/methods/cadc.md): the pixel stem of g_a, h_a/h_s with 320-channel z, f_u,
+g_aux; the context
 model is StableCodec's 4-step quadtree without LRP. Other proposals taken (spec labels them so):
 quantisation relative to the mean, ŷ_k = round(ȳ − μ_k) + μ_k (§4.3; the literal round(ȳ) of Eq. 5 is not
 implemented because the Gaussian coder codes integers around μ); m per element (``uncertainty_map=
@@ -85,7 +86,8 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- transforms
 class PixelAnalysisTransform(nn.Module):
-    """g_a on pixels (spec §3.1 proposal): x ∈ [−1, 1] → y (M channels, stride 64).
+    """g_a on pixels (diffcodec's design, docs/methods/cadc.md proposal): x ∈ [−1, 1] → y (M channels, stride
+    64).
 
     Stem to stride 16: PixelUnshuffle(4) → Conv1×1(48 → s₀) → BasicBlock(s₀) → Downsample(s₀ → s₁) →
     BasicBlock(s₁) → Downsample(s₁ → s₂); then StableCodec's tail (keys ``analysis_transform.0..4``):
@@ -120,7 +122,8 @@ class PixelAnalysisTransform(nn.Module):
 
 
 class UncertaintyNetwork(nn.Module):
-    """f_u of UGAQ (paper Eq. 3–4; spec §4.2 proposal): m = 1 + softplus(f(r)) ≥ 1 from r = y − UP(ẑ).
+    """f_u of UGAQ (paper Eq. 3–4; diffcodec's design, docs/methods/cadc.md proposal): m = 1 + softplus(f(r))
+    ≥ 1 from r = y − UP(ẑ).
 
     Conv3×3(M → H) → GELU → BasicBlock(H) → Conv3×3(H → M, or → 1 for ``per_element=False``); the last
     bias starts at ``init_bias`` = −5 so that m ≈ 1.007 (UGAQ starts as plain quantisation).
@@ -145,7 +148,8 @@ class UncertaintyNetwork(nn.Module):
 
 
 class AuxiliaryImageDecoder(nn.Module):
-    """g_aux of ADGIC (paper §3.3; spec §5.3 proposal): l_T[:, 0:4] (stride 8) → RGB image (stride 1).
+    """g_aux of ADGIC (paper §3.3; diffcodec's design, docs/methods/cadc.md proposal): l_T[:, 0:4] (stride 8)
+    → RGB image (stride 1).
 
     Conv3×3(4 → c₀) → BasicBlock(c₀) → Upsample(c₀ → c₁) → BasicBlock(c₁) → Upsample(c₁ → c₂) →
     Upsample(c₂ → 3). Full size (128, 96, 64): 693,744 parameters. The output is unbounded (the loss is on
@@ -177,7 +181,8 @@ SMALL_CADC_CODEC: dict[str, Any] = {
 
 
 class CADCLatentCodec(nn.Module):
-    """CADC's latent codec (spec §2–§5): pixels → (z, y) strings → ŷ → l_T, x̂_aux.
+    """CADC's latent codec (diffcodec's design, docs/methods/cadc.md): pixels → (z, y) strings → ŷ → l_T,
+    x̂_aux.
 
     Args:
         latent_channels: M, channels of y and l_T (320).
@@ -189,7 +194,8 @@ class CADCLatentCodec(nn.Module):
             "spatial" (one map for all channels).
         adgic: build g_aux (:class:`AuxiliaryImageDecoder`, widths ``aux_image_channels``).
         latent_residual: keep StableCodec's D_Aux (ŷ → 4-channel residual added to l₀; widths
-            ``aux_decoder_channels``). Off by default: CADC's paper does not describe it (spec §5.4).
+            ``aux_decoder_channels``). Off by default: CADC's paper does not describe it (diffcodec's design,
+            docs/methods/cadc.md).
         sd_channels: channels of the SD latent (4): the channels of l_T that g_aux and the VAE see.
     """
 
@@ -478,7 +484,8 @@ class CADC(SDTurboLadder):
         self, l_t: Tensor, res: Tensor | None = None, captions: Sequence[str] | None = None
     ) -> tuple[Tensor, Tensor]:
         """(x̂ ∈ [0, 1], l₀): one U-Net step at t = 999 on l_T conditioned on caption + prompt, x0 from
-        l_T[:, 0:4], (+ res if kept), frozen VAE decoder (spec §2, decoder steps 4–6)."""
+        l_T[:, 0:4], (+ res if kept), frozen VAE decoder (diffcodec's design, docs/methods/cadc.md, decoder
+        steps 4–6)."""
         l_0 = self.backbone.denoise(l_t, cond=None if captions is None else list(captions))
         latent = l_0 if res is None else l_0 + res
         return self.backbone.decode(latent).add(1).div(2), l_0

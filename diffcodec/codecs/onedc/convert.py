@@ -1,6 +1,6 @@
 """``diffcodec convert onedc``: official OneDC release folders → one :class:`~diffcodec.codecs.onedc.OneDC`.
 
-Each official folder (one per λ, plus the z-only "exlow" model; ``onedc.md`` §0, §8, key lists in
+Each official folder (one per λ, plus the z-only "exlow" model; official code, §8, key lists in
 ``specs/manifests/onedc_ckpt.json``) holds two files written by accelerate ``save_state``:
 
 ========================  ===========================================================================

@@ -1,14 +1,16 @@
 """OneDC's training-only parts: the perceptual loss and the semantic-distillation code predictor.
 
 - :class:`LPIPSAvgPool` — LPIPS-VGG with average instead of max pooling, the loss OneDC trains with
-  (piq ``LPIPS(replace_pooling=True)``, ``onedc.md`` §6.2), built on the reference ``lpips`` package and its
+  (piq ``LPIPS(replace_pooling=True)``, official ``train_sd15_codec_stage1.py``), built on the reference
+  ``lpips`` package and its
   offline weights (piq is not a dependency).
 - :class:`VQGANTokenizer` — the *target* of the auxiliary code-prediction loss: a MaskGIT-VQGAN encoder and
   its codebook (nearest code in L2). Any VQ tokenizer with the same interface (``tokenize(x) -> (z_q,
   indices)`` and ``codebook``) works; the official run used the MaskGIT VQGAN f16 (ImageNet, 256²; the
   TiTok port's ``maskgit-vqgan-imagenet-f16-256.bin``): channel_mult [1, 1, 2, 2, 4], width 128, 2 residual
   blocks per level, z 256, 1024 codes (:data:`MASKGIT_VQGAN_F16`).
-- :class:`CodePredictor` — the official "Codeformer" (spec §6.3): y_semantic (S, /64) → ×2 upsampling →
+- :class:`CodePredictor` — the official "Codeformer" (official ``train_sd15_codec_stage1.py``): y_semantic
+  (S, /64) → ×2 upsampling →
   3 dual (regular + shifted) Swin blocks → logits over the tokenizer's codebook at /32.
 - :func:`code_prediction_loss` — CE(logits, codes) + 0.01·MSE(Σ_k softmax_k·e_k, z_q) (paper L_aux).
 
@@ -39,7 +41,7 @@ __all__ = [
     "tokenizer_input",
 ]
 
-#: The official target tokenizer (MaskGIT VQGAN f16, spec §6.3).
+#: The official target tokenizer (MaskGIT VQGAN f16, official ``train_sd15_codec_stage1.py``).
 MASKGIT_VQGAN_F16: dict[str, Any] = {
     "channel_mult": [1, 1, 2, 2, 4], "hidden_channels": 128, "num_res_blocks": 2, "z_channels": 256,
     "codebook_size": 1024,
@@ -174,7 +176,7 @@ class VQGANTokenizer(nn.Module):
 
 def tokenizer_input(x: Tensor) -> Tensor:
     """The official tokenizer input: x ∈ [0, 1] resized bilinearly to (H/2, H/2) — H for both sides, a quirk
-    that is exact for square crops only (spec §6.3)."""
+    that is exact for square crops only (official ``train_sd15_codec_stage1.py``)."""
     side = x.shape[-2] // 2
     return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
 
@@ -255,7 +257,8 @@ class SwinBlock(nn.Module):
 
 
 class CodePredictor(nn.Module):
-    """The official "Codeformer" (spec §6.3): y_semantic (S, /64) → codebook logits (K, /32).
+    """The official "Codeformer" (official ``train_sd15_codec_stage1.py``): y_semantic (S, /64) → codebook
+    logits (K, /32).
 
     up_sample = DepthConvBlock4(S) → Conv1×1(S → 4S) → PixelShuffle(2) → DepthConvBlock4(S); blocks =
     ``depth`` × [SwinBlock, shifted SwinBlock] (window w, shift w/2; the very first has the learned absolute
@@ -288,7 +291,8 @@ class CodePredictor(nn.Module):
 def code_prediction_loss(
     logits: Tensor, indices: Tensor, z_q: Tensor, codebook: Tensor, mse_weight: float = 0.01
 ) -> dict[str, Tensor]:
-    """L_aux = CE(logits, indices) + mse_weight·MSE(Σ_k softmax_k·e_k, z_q) (spec §6.3).
+    """L_aux = CE(logits, indices) + mse_weight·MSE(Σ_k softmax_k·e_k, z_q) (official
+    ``train_sd15_codec_stage1.py``).
 
     ``logits`` (B, K, h, w), ``indices`` (B, h, w), ``z_q`` (B, z, h, w), ``codebook`` (K, z).
     """

@@ -40,11 +40,11 @@ Deviations from the official code (each also noted where it happens):
 
 - **Coder.** Symbols, scale indexes, CDF tables and symbol order are the official ones (goldens), but the
   bytes come from diffcodec's constriction range coder inside diffcodec's container, not DCVC's C++ rANS
-  inside ``encode_i``'s 16-byte header (spec §3.2, §3.5). Official ``.bin`` files are not read.
+  inside ``encode_i``'s 16-byte header (official code). Official ``.bin`` files are not read.
 - **Precision.** Everything runs in float32 without autocast; the official inference runs the codec and
-  U-Net under CUDA bf16 autocast with TF32 (spec §1.3, §3.7). bf16 scale indices are not portable, fp32 on
+  U-Net under CUDA bf16 autocast with TF32 (official code). bf16 scale indices are not portable, fp32 on
   CPU is what the goldens were made with.
-- **z-only mode** (spec §9) writes a real file (the packed z indices alone); the official script only
+- **z-only mode** (official code) writes a real file (the packed z indices alone); the official script only
   reports the rate, and reflect-pads where the normal models replicate-pad. diffcodec replicate-pads both.
 """
 
@@ -114,7 +114,8 @@ TIMESTEP = 999
 
 # ---------------------------------------------------------------------------------------------- analysis
 def encoder_unet_config(in_channels: int, out_channels: int, channels: Sequence[int]) -> dict[str, Any]:
-    """The diffusers ``UNet2DModel`` config of the analysis U-Net (spec §2.2); defaults otherwise."""
+    """The diffusers ``UNet2DModel`` config of the analysis U-Net (official ``codec_module.py``); defaults
+    otherwise."""
     return {
         "in_channels": in_channels, "out_channels": out_channels, "block_out_channels": list(channels),
         "down_block_types": ["AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
@@ -123,7 +124,8 @@ def encoder_unet_config(in_channels: int, out_channels: int, channels: Sequence[
 
 
 class AnalysisTransform(nn.Module):
-    """g_a (``enc``, spec §2.2): image + VAE latent → y (N, /16) and the semantic feature sem (S, /64).
+    """g_a (``enc``, official ``codec_module.py``): image + VAE latent → y (N, /16) and the semantic feature
+    sem (S, /64).
 
     pix_emb = Conv8×8/8(3 → 192); pix_fusion = Conv1×1(192 + 4 → 320) on [pix_emb, latent] (pixels first);
     ``unet`` = diffusers ``UNet2DModel`` (blocks ``unet_channels``, attention at the first two levels) whose
@@ -184,7 +186,7 @@ class AnalysisTransform(nn.Module):
 
 
 class HyperEncoder(nn.Module):
-    """h_a (``hyper_enc``, spec §2.4): (y, sem) → z (d, /64).
+    """h_a (``hyper_enc``, official ``codec_module.py``): (y, sem) → z (d, /64).
 
     y_trans_coding = DepthConvBlock4(N) → Conv3×3/2 → DepthConvBlock4(N) → Conv3×3/2 (/16 → /64); fusion on
     [y-branch, sem] = DepthConvBlock4(N + S → S) → AttnBlock(S) → DepthConvBlock4(S → C) → AttnBlock(C) →
@@ -210,7 +212,8 @@ class HyperEncoder(nn.Module):
 
 
 class HyperDecoder(nn.Module):
-    """h_s (``hyper_dec``, spec §2.5): FSQ codes → (z_semantic (N, /64), entropy feature (N, /16)).
+    """h_s (``hyper_dec``, official ``codec_module.py``): FSQ codes → (z_semantic (N, /64), entropy feature
+    (N, /16)).
 
     feat_in = Conv1×1(d → N) → LeakyReLU(0.01); to_entropy = DepthConvBlock4, ResidualBlockUpsample ×2,
     DepthConvBlock4, ResidualBlockUpsample ×2, DepthConvBlock4 (all N wide).
@@ -231,7 +234,8 @@ class HyperDecoder(nn.Module):
 
 
 class SemanticAdaptor(nn.Module):
-    """``semantic_adaptor.to_semantic`` (spec §2.6): z_semantic (N, /64) → y_semantic (S, /64).
+    """``semantic_adaptor.to_semantic`` (official ``codec_module.py``): z_semantic (N, /64) → y_semantic (S,
+    /64).
 
     DepthConvBlock4(N → S), ResnetBlock, AttnBlock ×2, ResnetBlock, AttnBlock ×2, DepthConvBlock4(S).
     :meth:`tokens` reshapes y_semantic to the (B, h·w, S) cross-attention tokens, row-major over (h, w).
@@ -255,7 +259,8 @@ class SemanticAdaptor(nn.Module):
 
 
 class SynthesisTransform(nn.Module):
-    """g_s (``dec``, spec §2.8): (ŷ (N, /16), y_semantic (S, /64)) → control map c (ctrl, /8).
+    """g_s (``dec``, official ``codec_module.py``): (ŷ (N, /16), y_semantic (S, /64)) → control map c (ctrl,
+    /8).
 
     trans_coding = DepthConvBlock4(N → C), DepthConvBlock4(C); blocks = ResnetBlock(C) ×3, Conv1×1(C → 4C),
     PixelShuffle(2), Conv3×3(C → C/2), ResnetBlock(C/2) ×3; sem_up = ResidualBlockUpsample(S → C),
@@ -288,7 +293,8 @@ class SynthesisTransform(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- entropy model
 class DCVCGaussianConditional(GaussianConditional):
-    """DCVC's ``GaussianEncoder`` (spec §3.1): the same Gaussian, DCVC's scale table, indexes and CDFs.
+    """DCVC's ``GaussianEncoder`` (official ``entropy_models.py``): the same Gaussian, DCVC's scale table,
+    indexes and CDFs.
 
     - scale table: 256 log-spaced scales from 0.11 to 64;
     - index of a scale σ: ⌊clamp((ln max(σ, 1e-5) − ln 0.11)/Δ, 0, 255)⌋, Δ = (ln 64 − ln 0.11)/255, in σ's
@@ -299,7 +305,7 @@ class DCVCGaussianConditional(GaussianConditional):
       pmf_to_quantized_cdf`).
 
     Likelihoods (training) are CompressAI's with the 0.11 lower bound on σ and 1e-9 on the likelihood, which
-    is the official rate term (spec §6.2).
+    is the official rate term (official ``train_sd15_codec_stage1.py``).
     """
 
     def __init__(self, scale_min: float = 0.11, scale_max: float = 64.0, levels: int = 256) -> None:
@@ -342,7 +348,7 @@ class DCVCGaussianConditional(GaussianConditional):
 
 
 class FourPartParameters(QuadtreeParameters):
-    """OneDC's quadtree heads (spec §2.7) for one image, bound to its common parameters P.
+    """OneDC's quadtree heads (official ``codec_module.py``) for one image, bound to its common parameters P.
 
     Step 0: (σ₀, μ₀) = split(P). Step k ≥ 1: (σ_k, μ_k) = split(y_spatial_prior(adaptor_k([ŷ_<k, P']))),
     with P' = ``params`` (the quadtree model's params: y_spatial_prior_reduction(P)), ŷ_<k first. Scales
@@ -368,7 +374,8 @@ class FourPartParameters(QuadtreeParameters):
 
 # ---------------------------------------------------------------------------------------------- latent codec
 #: The released configuration (``IntraNoAR(cond_ch=4, ctrl_ch=320, internal_ch=512, bottleneck_ch=128,
-#: unet_ch_config=[512, 768, 768], z_fsq_levels=[4]*7)``, spec §2): 394,147,783 parameters.
+#: unet_ch_config=[512, 768, 768],
+#: z_fsq_levels=[4]*7)``, official ``codec_module.py``): 394,147,783 parameters.
 FULL_LATENT_CODEC: dict[str, Any] = {
     "cond_channels": 4, "ctrl_channels": 320, "internal_channels": 512, "bottleneck_channels": 128,
     "unet_channels": [512, 768, 768], "z_levels": [4] * 7, "pixel_channels": 192, "fusion_channels": 320,
@@ -386,7 +393,8 @@ TINY_LATENT_CODEC: dict[str, Any] = {
 
 
 class OneDCLatentCodec(nn.Module):
-    """The official ``IntraNoAR`` (spec §2): analysis, FSQ hyper-latent, prior, semantic adaptor, synthesis.
+    """The official ``IntraNoAR`` (official ``codec_module.py``): analysis, FSQ hyper-latent, prior, semantic
+    adaptor, synthesis.
 
     Args (official names in brackets): cond_channels [cond_ch], ctrl_channels [ctrl_ch], internal_channels
     [internal_ch], bottleneck_channels [bottleneck_ch] = N, unet_channels [unet_ch_config] (its last entry
@@ -400,7 +408,7 @@ class OneDCLatentCodec(nn.Module):
 
     - :meth:`forward` — training path (straight-through FSQ and y rounding, noisy likelihoods in training);
     - :meth:`compress` → ``{"y_string", "z_string", "y_hat", ...}``; :meth:`decompress` → ``{"ctrl", ...}``;
-    - ``z_only=True`` on any of them: no y is coded, ŷ = Σ_k μ_k ⊙ M_k (the "exlow" model, spec §9).
+    - ``z_only=True`` on any of them: no y is coded, ŷ = Σ_k μ_k ⊙ M_k (the "exlow" model, official code).
     """
 
     #: the hyper-latent grid's stride in image pixels, and the latent's
@@ -461,7 +469,8 @@ class OneDCLatentCodec(nn.Module):
         return z_semantic, self.y_prior_fusion(feature)
 
     def mean_only(self, common: Tensor) -> Tensor:
-        """ŷ of the z-only model: the four-step prior with every symbol 0, ŷ = Σ_k μ_k ⊙ M_k (spec §9)."""
+        """ŷ of the z-only model: the four-step prior with every symbol 0, ŷ = Σ_k μ_k ⊙ M_k (official
+        code)."""
         model, params = self.context_model(common)
         # QuadtreeContextModel._run is its one loop with a pluggable step quantiser (see its docstring)
         return model._run(params, lambda step, mask, means, scales: means * mask)
@@ -570,7 +579,8 @@ class OneDCLatentCodec(nn.Module):
 
 
 def eval_bpp_estimate(symbols: Tensor, scales: Tensor, num_pixels: int) -> Tensor:
-    """The official eval-mode rate estimate (spec §6.2) per batch item: Σ clamp(−log₂(P(q) + 1e-5), 0, 50)
+    """The official eval-mode rate estimate (official ``train_sd15_codec_stage1.py``) per batch item: Σ
+    clamp(−log₂(P(q) + 1e-5), 0, 50)
     / H·W, with P(q) the N(0, max(σ̂, 1e-5)) mass of [q − ½, q + ½] at the hard symbols q."""
     sigma = scales.clamp(1e-5, 1e10)
     normal = torch.distributions.Normal(torch.zeros_like(sigma), sigma)
@@ -580,19 +590,21 @@ def eval_bpp_estimate(symbols: Tensor, scales: Tensor, num_pixels: int) -> Tenso
 
 
 def train_bpp(likelihoods: Tensor, num_pixels: int) -> Tensor:
-    """The official training rate (spec §6.2) per batch item: Σ max(−log₂(p + 1e-5), 0) / H·W."""
+    """The official training rate (official ``train_sd15_codec_stage1.py``) per batch item: Σ max(−log₂(p +
+    1e-5), 0) / H·W."""
     return (-torch.log2(likelihoods + 1e-5)).clamp_min(0).flatten(1).sum(dim=1) / num_pixels
 
 
 # ---------------------------------------------------------------------------------------------- the codec
 DMD2_REPO = "tianweiy/DMD2"
-#: The DMD2 SD-1.5 one-step generator OneDC starts from (spec §4.1): a plain U-Net state dict.
+#: The DMD2 SD-1.5 one-step generator OneDC starts from (official ``decoder_unet.py``): a plain U-Net state
+#: dict.
 DMD2_UNET_FILE = (
     "model/sdv1.5/laion6.25_sd_baseline_8node_guidance1.75_lr5e-7_seed10_dfake10_diffusion1000_gan1e-3_"
     "resume_fid8.35_checkpoint_model_041000/pytorch_model.bin"
 )
 SD21_REPO = (
-    "stabilityai/stable-diffusion-2-1"  # the VAE (spec §1.1: the code uses 2.1, the appendix says 1.5)
+    "stabilityai/stable-diffusion-2-1"  # the VAE (official code: the code uses 2.1, the appendix says 1.5)
 )
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # stage-2 teachers (formerly runwayml/…)
 BASE_LICENCE = "cc-by-nc-sa-4.0 (DMD2 U-Net); creativeml-openrail-m (SD-1.5); openrail++ (SD-2.1 VAE)"
@@ -630,7 +642,8 @@ def load_unet(
 class OneDC(PerRateCodec):
     """OneDC (see the module docstring): the latent codec + the DMD2 one-step SD-1.5 generator.
 
-    One rung per released model: per-λ models (spec §0) and optionally the z-only "exlow" model. All rungs
+    One rung per released model: per-λ models (official code) and optionally the z-only "exlow" model. All
+    rungs
     share the frozen U-Net and VAE; each has its own latent codec, LoRA, ``conv_in`` and ``vae_reduction``,
     which :meth:`_activate_rung` swaps in (inactive rungs wait on the CPU; a checkpoint stores the active
     rung under the module keys and the others under ``rungs.{r}.…``).
@@ -639,14 +652,14 @@ class OneDC(PerRateCodec):
         name: model identifier (its 8-bit tag is written into every file).
         lambdas: λ of each rung, in ascending *rate* order (the z-only rung's λ is only a label).
         rates: nominal bpp of each rung (ascending); default: placeholders 0.01·(r + 1).
-        z_only: per rung, whether it is a z-only model (no y stream; spec §9); default all False.
+        z_only: per rung, whether it is a z-only model (no y stream; official code); default all False.
         latent_codec: :class:`OneDCLatentCodec` arguments (default :data:`FULL_LATENT_CODEC`;
             :data:`SMALL_LATENT_CODEC` for tests). Its last U-Net width must equal the cross-attention width.
         backbone: configs of a random-init backbone (see :func:`small_backbone_config`) when no base is given.
         base_unet, base_unet_revision, base_unet_file: the DMD2 U-Net — a hub repo (the file inside it), a
             state-dict file or a diffusers folder. base_vae, base_vae_revision: the SD-2.1 VAE (repo/folder
             with ``vae/``). Both or neither.
-        lora_rank, lora_alpha: the U-Net adapter (64, 8: scaling 0.125; spec §4.1).
+        lora_rank, lora_alpha: the U-Net adapter (64, 8: scaling 0.125; official ``decoder_unet.py``).
         vae_attention_window: windowed VAE mid-block attention (16; None = global).
         sample_latent: sample the VAE posterior (official; seeded with 0 per image when coding) or its mean.
 
@@ -770,7 +783,8 @@ class OneDC(PerRateCodec):
             return self.backbone.encode(x * 2 - 1, sample=self.hparams.sample_latent, generator=generator)
 
     def generate(self, ctrl: Tensor, tokens: Tensor) -> Tensor:
-        """Generator (spec §4): x_t = vae_reduction(c), ε = U-Net(c, 999, tokens), x̂₀ (float64) as float32."""
+        """Generator (official code): x_t = vae_reduction(c), ε = U-Net(c, 999, tokens), x̂₀ (float64) as
+        float32."""
         x_t = self.vae_reduction(ctrl)
         return self.backbone.denoise(ctrl, noisy=x_t.double(), encoder_hidden_states=tokens).float()
 

@@ -1,6 +1,6 @@
 """``diffcodec convert oscar``: the official ``oscar.pkl`` (hub ``jinpeig/OSCAR``) → a diffcodec OSCAR.
 
-The official file (``oscar.md`` §9; key list in ``specs/manifests/oscar_ckpt.json``) is a ``torch.save``
+The official file (official code; key list in ``specs/manifests/oscar_ckpt.json``) is a ``torch.save``
 dict written by jp-guo/OSCAR's ``OSCAR.save_model``:
 
 =============================  ======================================================================

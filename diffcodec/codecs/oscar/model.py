@@ -2,7 +2,7 @@
 
 One model serves eight rates. Each rung r has its own small VQ hyper-encoder; the quantised latent is
 treated as a diffusion state at a rung-specific pseudo-timestep t_r and restored by one pass of the
-SD-2.1 (768-v) U-Net with LoRA and a learned prompt embedding (paper Eq. 4–5, ``oscar.md`` §1)::
+SD-2.1 (768-v) U-Net with LoRA and a learned prompt embedding (paper Eq. 4–5, official code)::
 
     x ─VAE enc (sample)─► z₀ (4, H/8, W/8) ──────────────────────────── A_c = ‖z₀_c‖₂ ──► side info
                            │                                                           │
@@ -11,7 +11,7 @@ SD-2.1 (768-v) U-Net with LoRA and a learned prompt embedding (paper Eq. 4–5, 
     x̂ ◄─VAE dec─ x̂₀ = √ᾱ·z̃ − √(1−ᾱ)·v ◄─ U-Net(z̃, t_r, E) ◄─ z̃ = ẑ·A/‖ẑ‖ ◄─ proj ◄─ codebook[indices]
 
 The rung table (latent stride s, codebook size K, timestep t) is :data:`OFFICIAL_RUNGS` /
-:data:`OFFICIAL_TIMESTEPS` (``oscar.md`` §2, the current code generation); nominal rate log₂K / (64 s²)
+:data:`OFFICIAL_TIMESTEPS` (official code, the current code generation); nominal rate log₂K / (64 s²)
 (paper §3.3). :mod:`diffcodec.training.calibration` recomputes the timesteps (paper Eq. 9–13).
 
 Real coding (the official code has none, §1.3): the file holds the rung, the size, the four channel norms
@@ -58,7 +58,7 @@ __all__ = [
     "small_config",
 ]
 
-#: The base model of the released weights (SD 2.1, 768-v, v-prediction; ``oscar.md`` §5.1).
+#: The base model of the released weights (SD 2.1, 768-v, v-prediction; official code).
 BASE_MODEL = "stabilityai/stable-diffusion-2-1"
 BASE_LICENCE = "openrail++"
 
@@ -93,7 +93,7 @@ class Rung:
 
 
 #: ``OSCAR.bpps`` of the official code: 0.0019, 0.0098, 0.0313, 0.0430, 0.0625, 0.0781, 0.0937, 0.1250 bpp
-#: (cfg_ss = 64/s at 512², ``oscar.md`` §2).
+#: (cfg_ss = 64/s at 512², official code).
 OFFICIAL_RUNGS: tuple[dict[str, int], ...] = (
     {"latent_stride": 8, "codebook_size": 256},
     {"latent_stride": 4, "codebook_size": 1024},
@@ -127,7 +127,7 @@ class HyperEncoderOutput:
 
 
 class HyperEncoder(nn.Module):
-    """Rate-specific VQ hyper-encoder (paper §3.3; ``oscar.md`` §3, current generation).
+    """Rate-specific VQ hyper-encoder (paper §3.3; official ``hyper_encoder.py``, current generation).
 
     backbone: [1×1 | conv↓](C→N), RBB×3, [1×1 | conv↓](N), RBB×3, Attention(N), [1×1 | conv↓](N), RBB×3,
     1×1(N→M), Attention(M); the stride-2 convs replace the 1×1s from the first one on, as many as
@@ -253,7 +253,7 @@ def check_generation(hyper_state: Mapping[str, Any], where: str = "the checkpoin
     """Refuse state dicts of the legacy hyper-encoder (commit 5bb805c) with a message saying why.
 
     Legacy keys have ``backbone.N.attn.in_proj_weight`` (MultiheadAttention layers); the current
-    generation has ``backbone.8.conv_a…`` (CompressAI attention). ``oscar.md`` §0.
+    generation has ``backbone.8.conv_a…`` (CompressAI attention). official code.
     """
     keys = list(hyper_state)
     if any(".attn.in_proj_weight" in key for key in keys):
@@ -274,7 +274,7 @@ def channel_norms(z: torch.Tensor) -> torch.Tensor:
 
 
 def rescale_to_norms(z_hat: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    """z̃_c = ẑ_c · A_c / ‖ẑ_c‖₂ (``oscar.md`` §1.2 step 3; the denominator is floored at 1e-12)."""
+    """z̃_c = ẑ_c · A_c / ‖ẑ_c‖₂ (official code step 3; the denominator is floored at 1e-12)."""
     if norms.shape != z_hat.shape[:2]:
         raise ValueError(f"norms {tuple(norms.shape)} do not match the latent {tuple(z_hat.shape)}")
     scale = norms / channel_norms(z_hat).clamp(min=1e-12)
@@ -282,7 +282,7 @@ def rescale_to_norms(z_hat: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
-#: The official adapter names, one per U-Net part (``oscar.md`` §5.2).
+#: The official adapter names, one per U-Net part (official code).
 ADAPTER_GROUPS: tuple[str, ...] = ("encoder", "decoder", "others")
 _LORA_PATTERNS = (
     "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut", "conv_out",
@@ -291,7 +291,7 @@ _LORA_PATTERNS = (
 
 
 def official_lora_targets(unet: nn.Module) -> dict[str, list[str]]:
-    """The official LoRA target lists (OSEDiff lineage, ``oscar.md`` §5.2) of a U-Net without adapters.
+    """The official LoRA target lists (OSEDiff lineage, official code) of a U-Net without adapters.
 
     Every weight whose name contains none of "bias", "norm" and one of the patterns as a substring;
     grouped as ``encoder`` (``down_blocks``/``conv_in``), ``decoder`` (``up_blocks``/``conv_out``) or

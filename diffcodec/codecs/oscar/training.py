@@ -141,7 +141,7 @@ class OSCARTraining(CodecTraining):
         return terms
 
     def _noised(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A latent noised at t ~ U{20, …, 979} (``oscar.md`` §7.5), and t."""
+        """A latent noised at t ~ U{20, …, 979} (official ``discriminator.py``), and t."""
         steps = torch.randint(20, 980, (latent.shape[0],), device=latent.device)
         return self.codec.backbone.add_noise(latent, torch.randn_like(latent), steps), steps
 

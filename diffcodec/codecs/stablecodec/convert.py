@@ -2,7 +2,7 @@
 :class:`~diffcodec.codecs.stablecodec.StableCodec` with one rung per λ.
 
 The official release (LuizScarlet/StableCodec, MIT; on Google Drive, not the hub) has one file per λ, each
-a ``torch.save`` dict with exactly three entries (spec ``stablecodec.md`` §11, the manifest
+a ``torch.save`` dict with exactly three entries (official code, the manifest
 ``stablecodec_ckpt.json``):
 
 - ``state_dict_vae``: the VAE-encoder LoRA (adapter ``vae_skip``, 62 tensors) → ``backbone.vae.<key>``;

@@ -9,7 +9,7 @@
                                      ▲                                         (320 ch, /8; conv_in 320→320)
                                      └──────────── res = D_Aux(ŷ) (4 ch, /8) ◄──────────────────────────┘
 
-The *Deep Compression Latent Codec* (paper §3.2, Eq. 1–2; spec ``stablecodec.md`` §4–§5) codes y at stride 64
+The *Deep Compression Latent Codec* (paper §3.2, Eq. 1–2; official ``latent_codec.py``) codes y at stride 64
 and the hyperprior z at stride 256, with the 4-step quadtree context model and latent residual prediction of
 :mod:`diffcodec.entropy.quadtree`. The *Dual-Branch Coding Structure* (§3.3) is E_Aux (concatenated
 with the VAE latent inside g_a) and D_Aux (a residual added to the one-step x0 in the scaled latent space).
@@ -19,19 +19,21 @@ Training (§3.4, :mod:`.training`): stage 1 ``λ·R + 2·MSE + LPIPS_VGG + 0.1·
 target λ with a DINOv2 discriminator (``+ 0.1·L_adv``).
 
 Where the official code (LuizScarlet/StableCodec) and the paper or plain correctness disagree, diffcodec
-follows the paper / does it right (spec §13):
+follows the paper / does it right (official code):
 
 - **No TF32.** The official code enables TF32 globally as an import side effect; diffcodec never sets
   global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice under
   :func:`~diffcodec.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
-  so that a file decodes identically on another machine (spec §13.6).
-- **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, spec §3 step 8):
+  so that a file decodes identically on another machine (official code).
+- **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, official code step
+  8):
   diffcodec's image I/O rounds to the nearest level, which is what "reconstruction" means.
 - **Colour-fix statistics are in the file.** The paper counts the six 16-bit AdaIN statistics as side
   information; the official code recomputes them from the original at decode time. Here they are written
-  as a side field (spec §10.4), so the reported rate counts them and the decoder needs nothing else.
+  as a side field (official ``color_fix.py``), so the reported rate counts them and the decoder needs nothing
+  else.
 - **Stage-2 discriminator update without generator gradients.** The official loop leaves the generator's
-  adversarial gradients in the discriminator heads before their first step (spec §8.3); here the
+  adversarial gradients in the discriminator heads before their first step (official ``train.py``); here the
   generator pass does not reach them, and the discriminator takes one step on its real + fake loss per
   update (the official two steps mix both terms under gradient accumulation anyway).
 - **The original size is in the file** (the official decoder takes it from the original image).
@@ -96,7 +98,8 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- latent codec
 class AnalysisTransform(nn.Module):
-    """g_a (spec §4.2): fuses the SD latent (stride 8) and the ELIC feature (stride 16) into y (stride 64).
+    """g_a (official ``latent_codec.py``): fuses the SD latent (stride 8) and the ELIC feature (stride 16)
+    into y (stride 64).
 
     ``pre1`` = Downsample(4 → a) on the SD latent, ``pre2`` = Conv3×3(320 → b) on the ELIC feature (paper
     Fig. 3: "DownSample block and Conv3×3 as adapters"); their concatenation (a + b = N) then goes through
@@ -129,7 +132,8 @@ class AnalysisTransform(nn.Module):
 
 
 class SynthesisTransform(nn.Module):
-    """g_s (spec §4.2): 3 × [BasicBlock(M), Upsample(M → M)], ŷ (stride 64) → l_T (M channels, stride 8)."""
+    """g_s (official ``latent_codec.py``): 3 × [BasicBlock(M), Upsample(M → M)], ŷ (stride 64) → l_T (M
+    channels, stride 8)."""
 
     def __init__(self, latent_channels: int = 320) -> None:
         super().__init__()
@@ -143,7 +147,8 @@ class SynthesisTransform(nn.Module):
 
 
 class AuxDecoder(nn.Module):
-    """D_Aux (paper §3.3, spec §4.2): ŷ → a 4-channel residual in the scaled SD latent space (stride 8).
+    """D_Aux (paper §3.3, official ``latent_codec.py``): ŷ → a 4-channel residual in the scaled SD latent
+    space (stride 8).
 
     BasicBlock(M) → Upsample(M → c₁) → BasicBlock(c₁) → Upsample(c₁ → c₂) → BasicBlock(c₂) → Upsample(c₂ → 4);
     full size c₁, c₂ = 256, 192. "Shares a similar structure with g_s" (paper Fig. 3).
@@ -187,7 +192,8 @@ SMALL_ELIC: dict[str, int] = {"N": 16, "M": 32}
 
 
 class LatentCodec(nn.Module):
-    """Deep Compression Latent Codec (paper §3.2; spec §4–§5): 74,081,088 parameters at full size.
+    """Deep Compression Latent Codec (paper §3.2; official ``latent_codec.py``): 74,081,088 parameters at
+    full size.
 
     ::
 
@@ -243,7 +249,7 @@ class LatentCodec(nn.Module):
 
     # ------------------------------------------------------------------ training path
     def forward(self, latent: Tensor, latent2: Tensor) -> dict[str, Any]:
-        """Differentiable pass (spec §5.4–§5.5): noisy likelihoods in training, rounded ones in eval.
+        """Differentiable pass (official code): noisy likelihoods in training, rounded ones in eval.
 
         Returns ``y``, ``z``, ``z_hat``, ``params`` (= h_s(ẑ)), ``y_hat``, ``means``, ``scales``
         (gathered over the four steps), ``likelihoods`` {"y", "z"}, ``l_T`` and ``res``.
@@ -264,7 +270,8 @@ class LatentCodec(nn.Module):
     # ------------------------------------------------------------------ real coding
     def update(self, force: bool = False) -> bool:
         """Build the integer CDF tables (CompressAI's ``update``): the EntropyBottleneck from its stored
-        quantiles (never re-fitted, spec §5.1) and the Gaussian with the ELIC/Ballé 64-entry scale table."""
+        quantiles (never re-fitted, official code) and the Gaussian with the ELIC/Ballé 64-entry scale
+        table."""
         updated = self.entropy_bottleneck.update(force=force)
         gaussian = self.gaussian_conditional
         if gaussian.scale_table.numel() == 0 or force:
@@ -304,7 +311,7 @@ class LatentCodec(nn.Module):
     def official_to_diffcodec_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Rename an official ``state_dict_codec`` to this class's keys: the quadtree parts move under
         ``context_model`` and the EntropyBottleneck names of compressai ≤ 1.2.6 (``_matrix0`` …) become
-        ≥ 1.2.7's (``matrices.0`` …; spec §5.1, the cause of LuizScarlet/StableCodec issue #5)."""
+        ≥ 1.2.7's (``matrices.0`` …; official code, the cause of LuizScarlet/StableCodec issue #5)."""
         renamed: dict[str, Tensor] = {}
         for key, value in state_dict.items():
             for old, new in OFFICIAL_CODEC_KEY_PREFIXES.items():
@@ -327,11 +334,13 @@ class LatentCodec(nn.Module):
 class SideField(IntEnum):
     """Side-information keys of a StableCodec file."""
 
-    COLOR_STATS = 0  #: uint16 (6,): the original's per-channel mean (3) and std (3), 16-bit (spec §10.4)
+    #: uint16 (6,): the original's per-channel mean (3) and std (3), 16-bit (official ``color_fix.py``)
+    COLOR_STATS = 0
 
 
 def color_statistics(x: Tensor) -> Tensor:
-    """Per-channel mean and std of a (1, 3, H, W) image in [0, 1], quantised to 16 bits (spec §10.4).
+    """Per-channel mean and std of a (1, 3, H, W) image in [0, 1], quantised to 16 bits (official
+    ``color_fix.py``).
 
     std = √(unbiased var + 1e-5); q(v) = round(v·65535) (half to even). Returns 6 int values (μ_RGB, s_RGB).
     """
@@ -348,7 +357,8 @@ def color_statistics(x: Tensor) -> Tensor:
 
 
 def adain_color_fix(x_hat: Tensor, target_stats: Tensor) -> Tensor:
-    """AdaIN colour fix (StableCodec ``--color_fix``, spec §10.4): give x̂ the original's channel statistics.
+    """AdaIN colour fix (StableCodec ``--color_fix``, official ``color_fix.py``): give x̂ the original's
+    channel statistics.
 
     ``(x̂ − q(μ_x̂)) / q(s_x̂) · q(s_x) + q(μ_x)``, clamped to [0, 1]; both sets of statistics are the 16-bit
     quantised ones, so encoder and decoder agree. x̂ is taken on the 8-bit grid first, as the official code.
@@ -462,11 +472,11 @@ class StableCodec(SDTurboLadder):
         base_model, base_revision: SD-Turbo's hub id (or a local diffusers folder) and revision.
         encode_prompt: encode the fixed prompt with the base model's text encoder at construction; False
             leaves a placeholder that a checkpoint must fill (diffcodec checkpoints store the embedding).
-        prompt: the fixed prompt (spec §6.3).
+        prompt: the fixed prompt (official code).
         unet_lora_rank, vae_lora_rank, lora_alpha: adapters (32 and 16, alpha 8 → scaling 0.25 / 0.5).
         timestep: the one-step timestep (999).
         color_fix: write the original's 16-bit colour statistics into every file; the decoder then applies
-            the AdaIN colour fix (spec §10.4; recommended for tiled high-resolution images).
+            the AdaIN colour fix (official ``color_fix.py``; recommended for tiled high-resolution images).
 
     Training (stage 1 base training, stage 2 per-λ fine-tuning with the DINOv2 discriminator):
     :class:`~diffcodec.codecs.stablecodec.training.StableCodecTraining`.
@@ -557,7 +567,8 @@ class StableCodec(SDTurboLadder):
 
     # ------------------------------------------------------------------ the pipeline
     def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(E_SD latent ×0.18215, E_Aux feature) of x ∈ [0, 1] (spec §2 steps 3–4; tiled VAE if large)."""
+        """(E_SD latent ×0.18215, E_Aux feature) of x ∈ [0, 1] (official ``compress.py`` steps 3–4; tiled VAE
+        if large)."""
         latent = self.backbone.encode(x * 2 - 1)
         with torch.no_grad():
             latent2 = self.aux_encoder(x)
@@ -565,7 +576,8 @@ class StableCodec(SDTurboLadder):
 
     def synthesize(self, l_t: Tensor, res: Tensor) -> tuple[Tensor, Tensor]:
         """(x̂ ∈ [0, 1], l₀) from l_T and the D_Aux residual: one U-Net step at t = 999 on l_T (latent-tiled
-        when large), x0 from l_T[:, :4] (paper Eq. 3), + res, frozen VAE decoder, clamp (spec §3, 3–7)."""
+        when large), x0 from l_T[:, :4] (paper Eq. 3), + res, frozen VAE decoder, clamp (official code,
+        3–7)."""
         l_0 = self.backbone.denoise(l_t)
         x_hat = self.backbone.decode(l_0 + res).add(1).div(2)
         return x_hat, l_0
