@@ -19,7 +19,7 @@ import pkgutil
 import re
 from dataclasses import dataclass
 
-__all__ = ["SMALL_NOTES", "ZooEntry", "discover", "get_entry", "list_models", "register"]
+__all__ = ["SMALL_NOTES", "ZooEntry", "discover", "get_entry", "list_models", "register", "register_bundled"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -114,3 +114,14 @@ SMALL_NOTES = (
     "bundled in the package (works offline); small widths and minutes of training: shows the pipeline, "
     "not the paper's quality; base model: diffcodec's small kl-f8 VAE + U-Net (recipes/base)"
 )
+
+
+def register_bundled(name: str, method: str, rates: tuple[float, ...], paper: str) -> ZooEntry:
+    """Register a model bundled in the package (``assets/models/<name>``; docs/bundled.md): trained by
+    diffcodec from scratch, licensed apache-2.0, no hub repo and no base model to download."""
+    entry = ZooEntry(
+        name=name, method=method, rates=rates, hub_id=None, revision=None, base_model=None,
+        base_revision=None, licence="apache-2.0", paper=paper, bundled_path=f"assets/models/{name}",
+        notes=SMALL_NOTES,
+    )  # fmt: skip
+    return register(entry)

@@ -383,26 +383,8 @@ class CADC(SDTurboLadder):
     paper = "CADC: Content Adaptive Diffusion-Based Generative Image Compression (Sheng et al., CVPR 2026)"
     paper_url = "https://arxiv.org/abs/2602.21591"
     licence = None  # no official code or weights
-    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
-    retired_args = frozenset(
-        [
-            "accumulate_grad_batches",
-            "adversarial_target",
-            "adversarial_weight",
-            "aux_weight",
-            "clip_model",
-            "clip_weight",
-            "diffaugment",
-            "discriminator_learning_rate",
-            "discriminator_model",
-            "gradient_clip",
-            "learning_rate",
-            "lpips_weight",
-            "mse_weight",
-            "stage",
-            "weight_decay",
-        ]
-    )
+    #: StableCodec's retired training settings and CADC's own L_aux weight (dropped on load)
+    retired_args = SDTurboLadder.retired_args | {"aux_weight"}
 
     def __init__(
         self,

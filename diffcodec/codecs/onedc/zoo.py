@@ -1,7 +1,7 @@
 """OneDC's zoo entries: the official release and the bundled small model (registered on import;
 this module imports nothing heavy, so ``diffcodec zoo`` stays fast)."""
 
-from diffcodec.zoo.registry import SMALL_NOTES, ZooEntry, register
+from diffcodec.zoo.registry import ZooEntry, register, register_bundled
 
 # fmt: off
 OFFICIAL = register(ZooEntry(
@@ -20,9 +20,4 @@ OFFICIAL = register(ZooEntry(
 # fmt: on
 
 #: trained by diffcodec from scratch with recipes/bundled/train.sh (docs/bundled.md); rates: its config.json
-SMALL = register(ZooEntry(
-    name="onedc-small", method="onedc", rates=(0.00436, 0.00601, 0.00602),
-    hub_id=None, revision=None, base_model=None, base_revision=None,
-    licence="apache-2.0", paper=OFFICIAL.paper, bundled_path="assets/models/onedc-small",
-    notes=SMALL_NOTES,
-))  # fmt: skip
+SMALL = register_bundled("onedc-small", "onedc", (0.00436, 0.00601, 0.00602), OFFICIAL.paper)

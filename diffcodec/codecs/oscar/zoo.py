@@ -1,7 +1,7 @@
 """OSCAR's zoo entries: the official release and the bundled small model (registered on import;
 this module imports nothing heavy, so ``diffcodec zoo`` stays fast)."""
 
-from diffcodec.zoo.registry import SMALL_NOTES, ZooEntry, register
+from diffcodec.zoo.registry import ZooEntry, register, register_bundled
 
 # fmt: off
 OFFICIAL = register(ZooEntry(
@@ -19,9 +19,4 @@ OFFICIAL = register(ZooEntry(
 # fmt: on
 
 #: trained by diffcodec from scratch with recipes/bundled/train.sh (docs/bundled.md); rates: its config.json
-SMALL = register(ZooEntry(
-    name="oscar-small", method="oscar", rates=(0.009765625, 0.04296875, 0.125),
-    hub_id=None, revision=None, base_model=None, base_revision=None,
-    licence="apache-2.0", paper=OFFICIAL.paper, bundled_path="assets/models/oscar-small",
-    notes=SMALL_NOTES,
-))  # fmt: skip
+SMALL = register_bundled("oscar-small", "oscar", (0.009765625, 0.04296875, 0.125), OFFICIAL.paper)

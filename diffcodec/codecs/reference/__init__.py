@@ -7,17 +7,6 @@ The model's names (``from diffcodec.codecs.reference import …``) are loaded on
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from diffcodec.codecs import lazy_model_names
 
-
-def __getattr__(name: str) -> Any:
-    model = importlib.import_module("diffcodec.codecs.reference.model")
-    try:
-        return getattr(model, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *importlib.import_module("diffcodec.codecs.reference.model").__all__})
+__getattr__, __dir__ = lazy_model_names(__name__)

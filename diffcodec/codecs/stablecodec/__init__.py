@@ -8,19 +8,7 @@ The model's names (``from diffcodec.codecs.stablecodec import …``) are loaded 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from diffcodec.codecs import lazy_model_names
 from diffcodec.codecs.stablecodec import zoo as zoo  # registers the zoo entries (no torch)
 
-
-def __getattr__(name: str) -> Any:
-    model = importlib.import_module("diffcodec.codecs.stablecodec.model")
-    try:
-        return getattr(model, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *importlib.import_module("diffcodec.codecs.stablecodec.model").__all__})
+__getattr__, __dir__ = lazy_model_names(__name__)

@@ -394,6 +394,25 @@ class SDTurboLadder(PerRateCodec):
 
     pad_multiple = 256
     pad_mode = "reflect"
+    #: training settings the constructors took before training moved to the training modules (dropped on load)
+    retired_args = frozenset(
+        [
+            "accumulate_grad_batches",
+            "adversarial_target",
+            "adversarial_weight",
+            "clip_model",
+            "clip_weight",
+            "diffaugment",
+            "discriminator_learning_rate",
+            "discriminator_model",
+            "gradient_clip",
+            "learning_rate",
+            "lpips_weight",
+            "mse_weight",
+            "stage",
+            "weight_decay",
+        ]
+    )
 
     # ------------------------------------------------------------------ contract
     def base_model_ref(self) -> BaseModelRef | None:
@@ -486,25 +505,6 @@ class StableCodec(SDTurboLadder):
     paper = "StableCodec: Taming One-Step Diffusion for Extreme Image Compression (Zhang et al., ICCV 2025)"
     paper_url = "https://arxiv.org/abs/2506.21977"
     licence = "mit"
-    #: training settings this constructor took before training moved to :mod:`.training` (dropped on load)
-    retired_args = frozenset(
-        [
-            "accumulate_grad_batches",
-            "adversarial_target",
-            "adversarial_weight",
-            "clip_model",
-            "clip_weight",
-            "diffaugment",
-            "discriminator_learning_rate",
-            "discriminator_model",
-            "gradient_clip",
-            "learning_rate",
-            "lpips_weight",
-            "mse_weight",
-            "stage",
-            "weight_decay",
-        ]
-    )
 
     def __init__(
         self,
