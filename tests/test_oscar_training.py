@@ -55,6 +55,8 @@ def test_stage2_terms_follow_the_paper() -> None:
     torch.manual_seed(0)
     codec = OSCAR(**SMALL)
     module = OSCARTraining(codec, stage=2, dists_weight=0.0, edge_dists_weight=0.0).train()
+    assert not module.automatic_optimization  # G/D alternation: manual
+    assert OSCARTraining(codec, stage=2, gan_weight=0.0).automatic_optimization  # one optimiser
     x = torch.rand(2, 3, 64, 64)
     terms = module.generator_terms(x, rung=5)
     assert {"pixel", "cosine", "commit", "gan", "loss"} <= set(terms)

@@ -206,9 +206,7 @@ class BaseBuiltTraining(CodecTraining):
         super().__init__(BaseBuiltCodec(width, with_base_ref), learning_rate=0.1)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = F.mse_loss(self.codec(batch), batch)
-        self.update(self.optimizers(), loss, batch_idx)
-        return loss.detach()
+        return self.optimize(F.mse_loss(self.codec(batch), batch), batch_idx)  # automatic optimisation
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
@@ -311,20 +309,40 @@ class LearningRates(L.Callback):
         self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def test_lr_schedule_of_a_real_codec_counts_optimiser_steps_under_accumulation(tmp_path: Path) -> None:
-    """A tiny reference codec trained with 4 micro-batches per step: the LR changes at optimiser steps 2
-    and 3 (micro-batches 8 and 12), not at micro-batches 2 and 3 (the bug when the step counted batches)."""
+def _reference_module() -> CodecTraining:
     from diffcodec.codecs.reference import LatentHyperprior
     from diffcodec.codecs.reference.training import LatentHyperpriorTraining
 
-    torch.manual_seed(0)
     codec = LatentHyperprior(channels=8, latent_channels=8, hyper_channels=4)
-    module = LatentHyperpriorTraining(codec, accumulate_grad_batches=4)
-    assert module.accumulate_grad_batches == 4
+    return LatentHyperpriorTraining(codec, accumulate_grad_batches=4)
+
+
+def _oscar_stage1_module() -> CodecTraining:
+    from diffcodec.codecs.oscar import OSCAR
+    from diffcodec.codecs.oscar.training import OSCARTraining
+
+    codec = OSCAR(hyper_channels=8, hyper_latent_channels=8, codebook_dim=4, embedding_length=4)
+    return OSCARTraining(codec, stage=1, accumulate_grad_batches=4)
+
+
+@pytest.mark.parametrize(
+    ("build", "size", "automatic"),
+    [(_reference_module, 128, False), (_oscar_stage1_module, 64, True)],
+    ids=["reference-manual", "oscar-stage1-automatic"],
+)
+def test_lr_schedule_of_a_real_codec_counts_optimiser_steps_under_accumulation(
+    tmp_path: Path, build, size: int, automatic: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """A small real codec trained with 4 micro-batches per step, under manual optimisation (two optimisers)
+    and automatic optimisation (one): the LR changes at optimiser steps 2 and 3 (micro-batches 8 and 12),
+    not at micro-batches 2 and 3 (the bug when the step counted batches)."""
+    torch.manual_seed(0)
+    module = build()
+    assert module.accumulate_grad_batches == 4 and module.automatic_optimization is automatic
     rates = LearningRates()
     schedule = LearningRateSchedule(Piecewise([2, 3], [1e-3, 1e-4, 1e-5]))
     run = trainer(tmp_path, max_epochs=1, callbacks=[schedule, rates])
-    run.fit(module, DataLoader(torch.rand(16, 3, 128, 128), batch_size=1))
+    run.fit(module, DataLoader(torch.rand(16, 3, size, size), batch_size=1))
     assert rates.seen == [1e-3] * 8 + [1e-4] * 4 + [1e-5] * 4
     main = run.optimizers[0]
     assert {int(state["step"]) for state in main.state.values()} == {4}  # 16 micro-batches, 4 steps

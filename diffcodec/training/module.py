@@ -22,9 +22,13 @@ What the base class does once for all methods:
   (:mod:`diffcodec.training.schedules`) see counts optimiser steps, i.e. micro-batches // N;
 - **logging** (:meth:`CodecTraining.log_terms`).
 
-Optimisation is manual (Lightning refuses ``accumulate_grad_batches`` with manual optimisation, and the
-G/D and DMD stages need it), through :class:`~diffcodec.training.accumulation.GradientAccumulation`,
-so that accumulation and clipping are configured in one place, the module, for every stage and method.
+A stage with one optimiser uses Lightning's **automatic optimisation** (``training_step`` returns the loss
+through :meth:`CodecTraining.optimize`; the module's ``accumulate_grad_batches`` becomes the trainer's, and
+:meth:`CodecTraining.configure_gradient_clipping` clips at ``gradient_clip``). A stage that steps several
+optimisers (the G/D and DMD alternations, the reference codec's quantile optimiser) says so through
+:meth:`CodecTraining.steps_several_optimizers` and optimises manually through
+:class:`~diffcodec.training.accumulation.GradientAccumulation` (Lightning refuses ``accumulate_grad_batches``
+with manual optimisation). Either way accumulation and clipping are configured in one place, the module.
 """
 
 from __future__ import annotations
@@ -86,7 +90,6 @@ class CodecTraining(L.LightningModule):
             stages = ", ".join(str(s) for s in self.stages)
             raise ValueError(f"{type(self).__name__} trains stage {stages}; got stage={stage!r}")
         self.save_hyperparameters(ignore=["codec"])
-        self.automatic_optimization = False
         self.codec = codec
         self.stage = stage
         self.accumulation = GradientAccumulation(accumulate_grad_batches)
@@ -116,6 +119,66 @@ class CodecTraining(L.LightningModule):
         return key.startswith(self.base_weight_prefixes)
 
     # ------------------------------------------------------------------ optimisation
+    def steps_several_optimizers(self) -> bool:
+        """Whether this stage steps more than one optimiser per batch (then optimisation is manual)."""
+        return False
+
+    @property
+    def automatic_optimization(self) -> bool:  # type: ignore[override]
+        """Lightning's automatic optimisation exactly when the stage has a single optimiser."""
+        return not self.steps_several_optimizers()
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        raise AttributeError("a training module's optimisation mode follows steps_several_optimizers()")
+
+    def setup(self, stage: str) -> None:
+        """Automatic optimisation: the trainer accumulates ``accumulate_grad_batches`` micro-batches."""
+        if stage != "fit" or not self.automatic_optimization or self.accumulation.every == 1:
+            return
+        trainer = self.trainer
+        if trainer.accumulate_grad_batches not in (1, self.accumulation.every):
+            raise ValueError(
+                f"Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}) and the module's "
+                f"accumulate_grad_batches={self.accumulation.every} disagree; set it on the module only"
+            )
+        trainer.accumulate_grad_batches = self.accumulation.every
+
+    def optimize(
+        self,
+        loss: torch.Tensor,
+        batch_idx: int,
+        *,
+        optimizer: LightningOptimizer | None = None,
+        clip_groups: Sequence[Iterable[torch.nn.Parameter]] | None = None,
+    ) -> torch.Tensor:
+        """What a single-optimiser ``training_step`` returns: the loss for Lightning's automatic optimisation
+        (clipped per ``clip_groups`` when given), or, under manual optimisation, :meth:`update` with
+        ``optimizer`` (default: the only one) and the detached loss."""
+        self._clip_groups = None if clip_groups is None else [list(group) for group in clip_groups]
+        if self.automatic_optimization:
+            return loss
+        self.update(optimizer or self.optimizers(), loss, batch_idx, clip_groups=self._clip_groups)
+        return loss.detach()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Automatic optimisation: clip the gradient norm at ``gradient_clip`` (per group when the step
+        named ``clip_groups``), before every optimiser step."""
+        clip = self.hparams.gradient_clip
+        if not clip:
+            return
+        groups = getattr(self, "_clip_groups", None)
+        if groups:
+            for group in groups:
+                torch.nn.utils.clip_grad_norm_(group, clip)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
     @property
     def accumulate_grad_batches(self) -> int:
         """Micro-batches per optimiser step (what the LR schedules divide the batch count by)."""

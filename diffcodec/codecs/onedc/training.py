@@ -103,6 +103,10 @@ class OneDCTraining(CodecTraining):
             codec.latent_codec.requires_grad_(False)
             self._build_guidance(teacher_model, teacher_revision, teacher_prompt, real_guidance_scale)
 
+    def steps_several_optimizers(self) -> bool:
+        """Stage 2 alternates the generator and the guidance (DMD2)."""
+        return self.stage == 2
+
     def _build_guidance(
         self, teacher: str | None, revision: str | None, prompt: str, guidance_scale: float
     ) -> None:
@@ -219,15 +223,13 @@ class OneDCTraining(CodecTraining):
     def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = self.images(batch)
         step = self.optimizer_step_count
-        if self.stage == 1:
+        if self.stage == 1:  # one optimiser: automatic optimisation
             terms = self.stage1_terms(x, step)
-            self.update(self.optimizers(), terms["loss"], batch_idx)
-            result = terms["loss"]
-        else:
-            terms = self.stage2_step(x, step, batch_idx)
-            result = terms["fake_score"]
+            self.log_terms(terms)
+            return self.optimize(terms["loss"], batch_idx)
+        terms = self.stage2_step(x, step, batch_idx)
         self.log_terms(terms)
-        return result.detach()
+        return terms["fake_score"].detach()
 
     def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
         """Eval-mode forward: the official bpp estimate of y (+ z) and PSNR of the active rung."""

@@ -95,6 +95,10 @@ class OSCARTraining(CodecTraining):
             )  # fmt: skip
         self._loss_networks: dict[str, nn.Module] = {}  # DISTS, built on first use; not in the state dict
 
+    def steps_several_optimizers(self) -> bool:
+        """Stage 2 with the latent GAN alternates generator and discriminator steps."""
+        return self.discriminator is not None
+
     # ------------------------------------------------------------------ losses
     def _draw_rung(self) -> int:
         """Stage 2's rung for this step: uniform, the same on every rank (seeded by the global step)."""
@@ -164,15 +168,18 @@ class OSCARTraining(CodecTraining):
             logs[f"cosine_q{rung}"] = terms["cosine"]
         # clipped per encoder: the official runs are independent
         groups = [encoder.parameters() for encoder in self.codec.hyper_encoders]
-        self.update(self.optimizers(), total, batch_idx, clip_groups=groups)
         self.log_terms({"loss": total, **logs}, prog_bar=False)
-        return total.detach()
+        return self.optimize(total, batch_idx, clip_groups=groups)
 
     def _stage2_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
-        opt_g, opt_d = self.optimizer_pair()
         rung = self._draw_rung()
-        with self.toggled(opt_g, opt_d is not None):  # the discriminator gets no generator gradients
+        if self.discriminator is None:  # one optimiser: automatic optimisation
+            terms = self.generator_terms(x, rung)
+            self.log_terms({**terms, "rung": torch.tensor(float(rung))})
+            return self.optimize(terms["loss"], batch_idx)
+        opt_g, opt_d = self.optimizer_pair()
+        with self.toggled(opt_g):  # the discriminator gets no generator gradients
             terms = self.generator_terms(x, rung)
             self.update(opt_g, terms["loss"], batch_idx)
         logs = dict(terms)

@@ -46,6 +46,10 @@ class LatentHyperpriorTraining(CodecTraining):
             accumulate_grad_batches=accumulate_grad_batches,
         )  # fmt: skip
 
+    def steps_several_optimizers(self) -> bool:
+        """The main and the quantile (aux) optimiser step together: manual optimisation."""
+        return True
+
     def rd_loss(self, x: torch.Tensor, rung: int) -> dict[str, torch.Tensor]:
         """``λ_r · 255² · MSE + bpp`` (CompressAI's RateDistortionLoss)."""
         out = self.codec(x, rung=rung)

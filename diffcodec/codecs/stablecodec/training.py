@@ -70,6 +70,10 @@ class StableCodecTraining(CodecTraining):
         if stage == 2 and adversarial_weight > 0:
             self.discriminator = DINOv2Discriminator(discriminator_model, policy=diffaugment)
 
+    def steps_several_optimizers(self) -> bool:
+        """Stage 2 alternates generator and discriminator steps."""
+        return self.discriminator is not None
+
     def _loss_network(self, name: str) -> nn.Module:
         if name not in self._losses:
             hp = self.hparams
@@ -110,8 +114,12 @@ class StableCodecTraining(CodecTraining):
         """One micro-batch of stage 1 or 2 with gradient accumulation (see the module docstring)."""
         hp = self.hparams
         x = self.images(batch)
+        if self.discriminator is None:  # one optimiser: automatic optimisation
+            terms = self.generator_terms(x)
+            self.log_terms(terms, prog_bar=False)
+            return self.optimize(terms["loss"], batch_idx)
         opt_g, opt_d = self.optimizer_pair()
-        with self.toggled(opt_g, opt_d is not None):  # discriminator parameters: no generator gradients
+        with self.toggled(opt_g):  # discriminator parameters: no generator gradients
             terms = self.generator_terms(x)
             self.update(opt_g, terms["loss"], batch_idx)
         logs = dict(terms)
