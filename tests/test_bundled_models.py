@@ -76,3 +76,25 @@ def test_bundled_model_round_trips_a_file(name: str, kodak_dir: Path, tmp_path: 
     assert again.to_bytes() == path.read_bytes(), "compress is not deterministic"
     x_hat = codec.decompress(diffcodec.Bitstream.from_file(path), output="tensor")
     assert x_hat.shape == (1, 3, 512, 768) and torch.isfinite(x_hat).all()
+
+
+def test_a_folder_saved_with_training_settings_loads_with_a_warning(tmp_path: Path, kodak_dir: Path) -> None:
+    """Folders written while the codecs carried their training settings (config.json ``stage``,
+    ``learning_rate``, loss weights …) still load, say which settings they drop and code identically."""
+    import shutil
+
+    source = bundled_folder(get_entry("oscar-small"))
+    folder = tmp_path / "old-oscar-small"
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert "stage" not in config["init_args"]  # the shipped config holds architecture arguments only
+    config["init_args"].update(stage=2, learning_rate=2e-4, gan_weight=0.0, gradient_clip=1.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(
+        UserWarning, match=r"training settings.*gan_weight, gradient_clip, learning_rate, stage"
+    ):
+        old = diffcodec.load(str(folder), quality=0)
+    image = kodak_dir / "kodim23.png"
+    assert (
+        old.compress(image).to_bytes() == diffcodec.load("oscar-small", quality=0).compress(image).to_bytes()
+    )
