@@ -39,6 +39,7 @@ __all__ = [
     "DecodeError",
     "SideType",
     "SideValue",
+    "model_tag",
 ]
 
 MAGIC = 0xD
@@ -481,3 +482,10 @@ def _read_side(reader: _Reader) -> dict[int, SideValue]:
             raw_bytes = reader.take(num * dtype.itemsize, f"{what} ({num} {side_type.name.lower()} elements)")
             side[key] = np.frombuffer(raw_bytes, dtype=dtype).astype(dtype.newbyteorder("="))
     return side
+
+
+def model_tag(model_id: str) -> int:
+    """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
+    import zlib
+
+    return zlib.crc32(model_id.encode("utf-8")) & 0xFF

@@ -18,7 +18,7 @@ the container, error handling, eval and inference mode — lives here once.
 from __future__ import annotations
 
 import math
-import zlib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 
-from diffcodec.bitstream import Bitstream, DecodeError, SideValue
+from diffcodec.bitstream import Bitstream, DecodeError, SideValue, model_tag
 from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
 from diffcodec.zoo import hub as _hub
 
@@ -79,11 +79,6 @@ class BaseModelRef:
     repo_id: str
     revision: str | None = None
     licence: str | None = None
-
-
-def model_tag(model_id: str) -> int:
-    """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
-    return zlib.crc32(model_id.encode("utf-8")) & 0xFF
 
 
 class Codec(
@@ -175,7 +170,15 @@ class Codec(
             if not math.isfinite(bpp) or bpp <= 0:
                 raise ValueError(f"bpp must be a positive number, got {bpp}")
             # nearest in log-rate: rungs are roughly geometric
-            return min(range(self.num_rungs), key=lambda k: abs(math.log(self.rates[k] / bpp)))
+            rung = min(range(self.num_rungs), key=lambda k: abs(math.log(self.rates[k] / bpp)))
+            if not self.rates[0] <= bpp <= self.rates[-1]:
+                warnings.warn(
+                    f"bpp={bpp:g} is outside {self.model_id}'s ladder ({self.rates[0]:g}..{self.rates[-1]:g} "
+                    f"bpp); using the nearest rung, quality={rung} ({self.rates[rung]:g} bpp)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return rung
         if quality is None:
             return self._rung
         if isinstance(quality, bool) or not isinstance(quality, int):
@@ -195,6 +198,27 @@ class Codec(
             self._activate_rung(rung)
             self._rung = rung
         return rung
+
+    def __repr__(self) -> str:
+        """A one-screen summary: method, rungs and their rates, parameters, device, dtype, weights' origin.
+
+        The full module tree is ``torch.nn.Module.__repr__(codec)``.
+        """
+        parameters = list(self.parameters())
+        count = sum(p.numel() for p in parameters)
+        trainable = sum(p.numel() for p in parameters if p.requires_grad)
+        devices = sorted({str(p.device) for p in parameters}) or ["-"]
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in parameters}) or ["-"]
+        rungs = ", ".join(f"{k}: {rate:g}" for k, rate in enumerate(self.rates))
+        lines = [
+            f"{type(self).__name__}(model_id={self.model_id!r}, method={self.method!r})",
+            f"  rungs       {self.num_rungs} (quality: nominal bpp) {rungs}; active {self.quality}",
+            f"  parameters  {_millions(count)} ({_millions(trainable)} trainable)",
+            f"  device      {', '.join(devices)}",
+            f"  dtype       {', '.join(dtypes)}",
+            f"  weights     {self.__dict__.get('_weights_from') or 'built in this process (not loaded)'}",
+        ]
+        return "\n".join(lines)
 
     def _activate_rung(self, rung: int) -> None:
         """Hook for methods whose rungs have separate weights. Single-model ladders do nothing."""
@@ -270,9 +294,12 @@ class Codec(
             raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
         expected = model_tag(self.model_id)
         if stream.model_tag != expected:
+            from diffcodec.zoo.identify import tag_owners
+
             raise DecodeError(
-                f"this file was written by another model (tag 0x{stream.model_tag:02x}); "
-                f"{self.model_id!r} has tag 0x{expected:02x}. Load the model that wrote it."
+                f"this file was written by another model (tag 0x{stream.model_tag:02x}: "
+                f"{tag_owners(stream.model_tag)}); {self.model_id!r} has tag 0x{expected:02x}. "
+                "Load the model that wrote it."
             )
         if not 0 <= stream.rung < self.num_rungs:
             raise DecodeError(f"rung {stream.rung} is not on {self.model_id}'s ladder of {self.num_rungs}")
@@ -390,7 +417,7 @@ class Codec(
         **model_kwargs: Any,
     ) -> Codec:
         """Mixin hook: resolve the class named in config.json, build it, load the weights."""
-        return _hub.load_codec(
+        codec = _hub.load_codec(
             cls,
             model_id,
             revision=revision,
@@ -402,6 +429,13 @@ class Codec(
             strict=strict,
             **model_kwargs,
         )
+        where = str(Path(model_id).resolve()) if Path(model_id).is_dir() else f"hub {model_id}"
+        codec.__dict__["_weights_from"] = where + (f" @ {revision}" if revision else "")
+        return codec
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f} M" if count >= 10_000 else str(count)
 
 
 class _eval_mode:

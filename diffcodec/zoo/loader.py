@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffcodec.zoo.registry import ZooEntry, get_entry, list_models
+from diffcodec.zoo.identify import HF_HUB_PREFIX, check_source
+from diffcodec.zoo.registry import ZooEntry, get_entry
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HF_HUB_PREFIX", "load", "zoo_status"]
 
-HF_HUB_PREFIX = "hf-hub:"
 
 #: Values of :func:`zoo_status`.
 BUNDLED, CACHED, NOT_DOWNLOADED, NOT_ON_HUB = "bundled", "cached", "not downloaded", "not on the hub"
@@ -48,16 +47,6 @@ def zoo_status(entry: ZooEntry) -> str:
 
     found = try_to_load_from_cache(entry.hub_id, entry.weights_file, revision=entry.revision)
     return CACHED if isinstance(found, str) else NOT_DOWNLOADED
-
-
-def _unknown(name: str) -> ValueError:
-    names = [entry.name for entry in list_models()]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(
-        f"{name!r} is not a zoo model, a checkpoint folder, or 'hf-hub:org/name'.{hint} "
-        f"Zoo models: {', '.join(names)} (see `diffcodec zoo`)."
-    )
 
 
 def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: dict[str, Any]) -> Codec:
@@ -112,29 +101,28 @@ def load(
     model). Nothing is downloaded when ``HF_HUB_OFFLINE=1``; missing weights raise
     :class:`~diffcodec.zoo.hub.MissingWeightsError` saying how to fetch them.
     """
-    from diffcodec.codecs.base import Codec
-
     if quality is not None and bpp is not None:
         raise ValueError("pass either quality= or bpp=, not both")
     device = str(device)
     source = os.fspath(name_or_path)
-    if source.startswith(HF_HUB_PREFIX):
+    kind = check_source(source)  # an unknown name fails here, before torch or any model is loaded
+    from diffcodec.codecs.base import Codec
+
+    if kind == "hub":
         repo_id = source[len(HF_HUB_PREFIX) :]
         from diffcodec.zoo.hub import is_repo_id
 
         if not is_repo_id(repo_id):
             raise ValueError(f"{source!r}: expected 'hf-hub:org/name'")
         codec = Codec.from_pretrained(repo_id, revision=revision, map_location=device, **overrides)
-    elif source in {entry.name for entry in list_models()}:
-        codec = _from_entry(get_entry(source), revision, device, overrides)
-    elif Path(source).expanduser().is_dir():
+    elif kind == "zoo":
+        entry = get_entry(source)
+        codec = _from_entry(entry, revision, device, overrides)
+        origin = codec.__dict__.get("_weights_from") or f"hub {entry.hub_id} (official checkpoint, converted)"
+        codec.__dict__["_weights_from"] = f"zoo {source!r}, {origin}"
+    else:
         if revision is not None:
             raise ValueError(f"revision={revision!r} applies to hub repos, but {source} is a local folder")
         codec = Codec.from_pretrained(Path(source).expanduser(), map_location=device, **overrides)
-    elif os.sep in source or "/" in source or source.startswith((".", "~")):
-        hint = f" (for a hub repo write 'hf-hub:{source}')" if source.count("/") == 1 else ""
-        raise FileNotFoundError(f"no checkpoint folder at {source}{hint}")
-    else:
-        raise _unknown(source)
     codec.set_rung(quality, bpp)
     return codec
