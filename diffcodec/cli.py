@@ -222,10 +222,14 @@ def _zoo(args: argparse.Namespace) -> int:
     import dataclasses
 
     from diffcodec.zoo import list_models, zoo_status
+    from diffcodec.zoo.loader import load_status
 
     entries = list_models()
     if args.json:
-        rows = [dataclasses.asdict(e) | {"local_weights": zoo_status(e)} for e in entries]
+        rows = [
+            dataclasses.asdict(e) | {"local_weights": zoo_status(e), "status": load_status(e)}
+            for e in entries
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     header = ("NAME", "METHOD", "RATES (bpp)", "LICENCE", "LOCAL WEIGHTS", "STATUS")
@@ -236,7 +240,7 @@ def _zoo(args: argparse.Namespace) -> int:
             _format_rates(e.rates),
             e.licence,
             zoo_status(e),
-            "ready" if e.implemented else "not yet implemented",
+            load_status(e),
         )
         for e in entries
     ]

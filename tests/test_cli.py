@@ -155,9 +155,14 @@ def test_zoo_table_and_json(capsys) -> None:
     header, *rows = out.splitlines()
     assert header.split() == ["NAME", "METHOD", "RATES", "(bpp)", "LICENCE", "LOCAL", "WEIGHTS", "STATUS"]
     oscar = next(row for row in rows if row.startswith("oscar "))
-    assert "0.0019..0.125 (8)" in oscar and "ready" in oscar and "unspecified" in oscar
+    assert "0.0019..0.125 (8)" in oscar and "unspecified" in oscar
+    assert oscar.endswith(("not downloaded  downloads on first load", "cached          ready"))
     onedc = next(row for row in rows if row.startswith("onedc "))
     assert "not on the hub" in onedc and "cc-by-nc-sa-4.0" in onedc
+    assert onedc.endswith("convert the official checkpoint")
+    cadc = next(row for row in rows if row.startswith("cadc "))
+    assert cadc.endswith("no weights released") and "ready" not in cadc
+    assert next(row for row in rows if row.startswith("cadc-small ")).endswith("bundled         ready")
     code, out, _ = run(capsys, "zoo", "--json")
     entries = {e["name"]: e for e in json.loads(out)}
     assert entries["oscar"]["hub_id"] == "jinpeig/OSCAR" and "local_weights" in entries["oscar"]

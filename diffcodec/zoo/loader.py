@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from diffcodec.codecs.base import Codec
 
-__all__ = ["HF_HUB_PREFIX", "load", "zoo_status"]
+__all__ = ["HF_HUB_PREFIX", "load", "load_status", "zoo_status"]
 
 
 #: Values of :func:`zoo_status`.
@@ -47,6 +47,26 @@ def zoo_status(entry: ZooEntry) -> str:
 
     found = try_to_load_from_cache(entry.hub_id, entry.weights_file, revision=entry.revision)
     return CACHED if isinstance(found, str) else NOT_DOWNLOADED
+
+
+def load_status(entry: ZooEntry, local: str | None = None) -> str:
+    """What ``diffcodec.load(entry.name)`` will do here (the ``STATUS`` column of ``diffcodec zoo``).
+
+    ``"ready"`` (weights bundled or in the hub cache), ``"downloads on first load"`` (on the hub; official
+    checkpoints are converted as they load), ``"convert the official checkpoint"`` (weights published off
+    the hub: ``diffcodec convert``), ``"no weights released"``, or ``"not yet implemented"``. ``local`` is
+    :func:`zoo_status` when already known.
+    """
+    from diffcodec.zoo.convert import CONVERTERS
+
+    if not entry.implemented:
+        return "not yet implemented"
+    local = local if local is not None else zoo_status(entry)
+    if local in (BUNDLED, CACHED):
+        return "ready"
+    if local == NOT_DOWNLOADED:
+        return "downloads on first load"
+    return "convert the official checkpoint" if entry.method in CONVERTERS else "no weights released"
 
 
 def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: dict[str, Any]) -> Codec:
