@@ -132,3 +132,34 @@ def test_image_metrics_bundle_and_errors(pairs) -> None:
         ImageMetrics(("fid",))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         psnr(ref[0], dist[0])
+
+
+def test_cached_reference_features_give_identical_values(pairs) -> None:
+    """ImageMetrics keeps the original's LPIPS / DISTS features across calls with the same key: the values
+    are bit-identical to computing both sides each time (and to the networks' own forward)."""
+    ref, dist = (x[..., 96:288, 160:352] for x in pairs["I19"])  # 192x192 crops keep DISTS fast
+    others = [dist, (ref * 0.9 + 0.05), dist.flip(-1)]
+    cached, plain = ImageMetrics(("lpips", "dists")), ImageMetrics(("lpips", "dists"))
+    calls = {"lpips": 0, "dists": 0}
+    for name in calls:
+        network = cached._network(name)
+        original = network.features
+
+        def counting(x, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(x)
+
+        network.features = counting
+    for other in others:
+        with_cache = cached(ref, other, reference_key="I19")
+        without = plain(ref, other)
+        assert with_cache == without
+        assert (
+            with_cache["lpips"]
+            == LPIPS("alex")(to_uint8(ref).float() / 255, to_uint8(other).float() / 255).item()
+        )
+    # the reference went through each network once, each reconstruction once
+    assert calls == {"lpips": 1 + len(others), "dists": 1 + len(others)}
+    # another key recomputes the reference
+    cached(dist, ref, reference_key="other")
+    assert calls["lpips"] == 2 + len(others) + 1
