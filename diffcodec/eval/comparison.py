@@ -128,7 +128,7 @@ class Comparison:
         is undefined (no common quality range, a non-monotonic curve)."""
         metrics = list(metrics or self.metrics)
         rows = bd_rate_table(self.curves, anchor, metrics)
-        return Table(rows, ["model", *metrics, "notes"], number="{:+.1f} %")
+        return Table(rows, ["model", *metrics], number="{:+.1f} %")  # to_csv and the rows keep "notes"
 
     def _repr_markdown_(self) -> str:
         return self.table.to_markdown()
