@@ -262,13 +262,13 @@ class Codec(
         Raises :class:`~diffcodec.bitstream.DecodeError` for a malformed file or one written by
         another model.
         """
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
         if output not in ("pil", "tensor"):
             raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
         expected = model_tag(self.model_id)
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream), expected)  # the check must verify with our tag
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream, expected)
         if stream.model_tag != expected:
             raise DecodeError(
                 f"this file was written by another model (tag 0x{stream.model_tag:02x}); "
