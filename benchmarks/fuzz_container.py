@@ -93,7 +93,7 @@ def fuzz(model: str, image: Image.Image, mutants: int, seed: int, timeout: float
             outcome = "hang"
         except DecodeError:
             outcome = "DecodeError"
-        except Exception:  # noqa: BLE001 - counting them is the point
+        except Exception:
             outcome = "other"
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--mutants", type=int, default=400, help="mutants per model (default 400)")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 64), metavar=("W", "H"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a decode counts as a hang")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds until a decode counts as a hang")
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _on_alarm)
@@ -122,7 +122,7 @@ def main() -> None:
         for kind, counts in results.items():
             print(f"  {kind:13s} " + "  ".join(f"{o}: {counts[o]}" for o in OUTCOMES), flush=True)
         print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-    print("\n| model | mutants | DecodeError | other exception | silent, same image | silent, different | hang |")
+    print("\n| model | mutants | DecodeError | other exception | silent, same | silent, different | hang |")
     print("|---|---|---|---|---|---|---|")
     for model, total in rows:
         n = sum(total.values())

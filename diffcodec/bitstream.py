@@ -162,7 +162,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool =
     """
     path = Path(path)
     if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--force on the command line) to replace it")
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--force in the CLI) to replace it")
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:

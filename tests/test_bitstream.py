@@ -276,7 +276,7 @@ def test_flipped_bits_anywhere_raise(stream: Bitstream, bits: list[int]) -> None
     flips = {8 + bit % (8 * len(data) - 8) for bit in bits}
     for bit in flips:
         data[bit // 8] ^= 1 << (bit % 8)
-    with pytest.raises(DecodeError, match="checksum mismatch|another model"):
+    with pytest.raises(DecodeError, match=r"checksum mismatch|another model"):
         Bitstream.from_bytes(bytes(data), stream.model_tag)
     parsed = parse_or_error(bytes(data))
     assert parsed is None or parsed.model_tag != stream.model_tag
@@ -286,7 +286,7 @@ def test_flipped_bits_anywhere_raise(stream: Bitstream, bits: list[int]) -> None
 def test_a_flipped_magic_or_version_bit_raises(bit: int) -> None:
     data = bytearray(kodak(57).to_bytes())
     data[0] ^= 1 << bit
-    with pytest.raises(DecodeError, match="not a diffcodec file|unsupported format version"):
+    with pytest.raises(DecodeError, match=r"not a diffcodec file|unsupported format version"):
         Bitstream.from_bytes(bytes(data))
 
 

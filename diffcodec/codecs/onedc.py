@@ -95,7 +95,7 @@ from diffcodec.codecs.onedc_losses import (
     tokenizer_input,
 )
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
-from diffcodec.zoo.hub import fetch
+from diffcodec.zoo.hub import fetch, load_checkpoint_file
 
 __all__ = [
     "DMD2_UNET_FILE",
@@ -626,9 +626,7 @@ def load_unet(
         return load_component(UNet2DConditionModel.from_pretrained, str(path), subfolder)
     file = path if path.is_file() else fetch(source, filename, revision=revision)
     unet = UNet2DConditionModel.from_config(reference_configs("sd-1.5")["unet_config"])
-    state = (
-        load_file(str(file)) if str(file).endswith(".safetensors") else torch.load(file, weights_only=True)
-    )
+    state = load_file(str(file)) if str(file).endswith(".safetensors") else load_checkpoint_file(file)
     unet.load_state_dict(state, strict=True)
     return unet
 

@@ -78,6 +78,7 @@ from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
 from diffcodec.imageio import ImageLike, to_pil, to_tensor
 from diffcodec.training.accumulation import GradientAccumulation
+from diffcodec.zoo.hub import load_checkpoint_file
 
 __all__ = [
     "BASE_MODEL",
@@ -473,7 +474,7 @@ class StableCodec(PerRateCodec):
         self.aux_encoder = ELICAnalysisTransform(**elic_args)
         if elic_checkpoint is not None:
             self.aux_encoder.load_official_state_dict(
-                torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
+                load_checkpoint_file(elic_checkpoint)  # weights_only
             )
         self.aux_encoder.eval().requires_grad_(False)
         if self.aux_encoder.analysis_transform[-2].out_channels != codec_args.get("aux_channels", 320):
