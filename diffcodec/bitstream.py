@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import binascii
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
+
+from diffcodec.files import write_atomic
 
 __all__ = [
     "CHECK_BYTES",
@@ -50,7 +51,6 @@ __all__ = [
     "SideType",
     "SideValue",
     "file_check",
-    "write_atomic",
 ]
 
 MAGIC = 0xD
@@ -152,29 +152,6 @@ def _verified_body(data: bytes, model_tag: int | None) -> tuple[bytes, int]:
         "checksum mismatch: the file is corrupted or truncated (its CRC-16 does not match its content)",
         len(body),
     )
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
-
-    A write that fails (disk full, interrupted) leaves any previous file at ``path`` as it was. With
-    ``overwrite=False`` an existing ``path`` raises ``FileExistsError`` and nothing is written.
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--force in the CLI) to replace it")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if not overwrite and path.exists():  # appeared meanwhile
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- varints
@@ -406,7 +383,7 @@ class Bitstream:
         return bytes(out)
 
     def to_file(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> int:
-        """Write the file atomically (:func:`write_atomic`); returns its size in bytes.
+        """Write the file atomically (:func:`diffcodec.files.write_atomic`); returns its size in bytes.
 
         ``overwrite=False`` refuses (``FileExistsError``) to replace an existing file. The default
         replaces it, like ``PIL.Image.save`` and ``torch.save``: the command line is the layer that
