@@ -133,7 +133,9 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
         raise ValueError(f"empty image ({height}x{width})")
     if height >= MAX_SIDE or width >= MAX_SIDE:
         raise ValueError(f"image of {height}x{width} exceeds the largest supported side ({MAX_SIDE - 1})")
-    return tensor
+    # one memory layout whatever the source (a permuted HWC array would make padding keep channels-last
+    # strides, and convolutions pick other kernels: different rounding, different bits)
+    return tensor.contiguous()
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:

@@ -236,10 +236,23 @@ class Codec(
 
     # ------------------------------------------------------------------ real coding (public)
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size an image of ``height`` × ``width`` is coded at: the next multiples of ``pad_multiple``
-        (methods whose networks need more, e.g. OneDC's small configs, enlarge it)."""
+        """The size an image of ``height`` × ``width`` is coded at: the next multiples of ``pad_multiple``,
+        widened (by further multiples) where :meth:`_single_position_stride` needs two positions."""
         m = self.pad_multiple
-        return (-(-height // m) * m, -(-width // m) * m)
+        padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
+        stride = self._single_position_stride()
+        while stride and -(-padded_h // stride) * -(-padded_w // stride) < 2:
+            padded_w += m
+        return padded_h, padded_w
+
+    def _single_position_stride(self) -> int | None:
+        """The pixel stride of a feature map that must hold at least two positions, or None (default).
+
+        A network whose GroupNorms hold one channel per group (small configs) cannot normalise a 1 × 1
+        map (GroupNorm of a single value is undefined): methods return the stride of its deepest map
+        (see :func:`has_single_channel_groups`). Official widths never need it.
+        """
+        return None
 
     def compress(
         self,
@@ -273,6 +286,7 @@ class Codec(
             for x in images:
                 height, width = (int(size) for size in x.shape[-2:])
                 padded = pad_to(x.to(self.device), *self.padded_size(height, width), mode=self.pad_mode)
+                padded = padded.contiguous()  # one layout (see to_tensor): the same bits from any source
                 with torch.inference_mode():
                     encoded = self._compress(padded, rung)
                 side, payload = {**encoded.side, **self._original_side(x)}, list(encoded.streams)
@@ -447,6 +461,11 @@ class _eval_mode:
 
     def __exit__(self, *exc: object) -> None:
         self.module.train(self.was_training)
+
+
+def has_single_channel_groups(module: torch.nn.Module) -> bool:
+    """Whether any GroupNorm in ``module`` holds one channel per group (see ``_single_position_stride``)."""
+    return any(isinstance(m, torch.nn.GroupNorm) and m.num_channels == m.num_groups for m in module.modules())
 
 
 def check_side(side: Mapping[int, SideValue], required: Sequence[int]) -> None:

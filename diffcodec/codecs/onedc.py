@@ -73,7 +73,7 @@ from diffcodec.codecs.backbone import (
     small_backbone,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage, has_single_channel_groups
 from diffcodec.codecs.blocks import (
     AttnBlock,
     DepthConvBlock4,
@@ -828,17 +828,9 @@ class OneDC(PerRateCodec):
     def _prepare_for_coding(self) -> None:
         self.latent_codec.update(force=False)
 
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """The next multiples of 64, and at least two positions at the analysis U-Net's deepest level (/64)
-        when its GroupNorms hold one channel per group (the small configs: GroupNorm of a single value is
-        undefined), so a 64 × 64 padded image becomes 64 × 128. The official widths never need it."""
-        padded = super().padded_size(height, width)
-        if padded == (self.pad_multiple, self.pad_multiple) and any(
-            isinstance(m, nn.GroupNorm) and m.num_channels == m.num_groups
-            for m in self.latent_codec.enc.unet.modules()
-        ):
-            return (padded[0], 2 * padded[1])
-        return padded
+    def _single_position_stride(self) -> int | None:
+        """The analysis U-Net's deepest map (/64) in small configs (see Codec._single_position_stride)."""
+        return self.pad_multiple if has_single_channel_groups(self.latent_codec.enc.unet) else None
 
     def _compress(self, x: Tensor, rung: int) -> EncodedImage:
         generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0
