@@ -35,9 +35,10 @@ CODEC_KEY = "diffcodec"
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that loads with :func:`load_checkpoint_file` (``weights_only=True``).
 
-    ``diffcodec fit`` / ``validate`` install it, so ``--ckpt_path`` never unpickles code; with your own
-    ``Trainer`` pass ``plugins=[SafeCheckpointIO()]``. An explicit ``weights_only=False`` (``fit
-    --weights_only false``) is the one way back to a full pickle load, for files you trust.
+    ``diffcodec fit`` / ``validate`` install it, so ``--ckpt_path`` never unpickles code (LightningCLI
+    itself first reads the file's hyper-parameters with ``weights_only=True``); with your own ``Trainer``
+    pass ``plugins=[SafeCheckpointIO()]``. An explicit ``trainer.fit(..., weights_only=False)`` is the one
+    way back to a full pickle load, for files you trust.
     """
 
     def load_checkpoint(
