@@ -119,6 +119,10 @@ def test_batches_give_one_file_per_image_as_if_coded_alone(codec: Codec) -> None
     assert len(streams) == 2 and streams[0] == alone[0]
     assert streams[1] == codec.compress(batch[1:], quality=1)
 
+    if codec.method == "oscar":  # its internal coder once packed a batch into one stream: now refused
+        with pytest.raises(ValueError, match="codes one image"):
+            codec._compress(torch.rand(2, 3, 32, 32), 0)
+
     decoded = codec.decompress([s.to_bytes() for s in together], output="tensor")
     for image, stream in zip(decoded, alone):
         assert torch.equal(image, codec.decompress(stream, output="tensor"))

@@ -525,6 +525,8 @@ class OSCAR(Codec):
 
     # ------------------------------------------------------------------ real coding
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
+        if x.shape[0] != 1:  # the indices of a batch would pack into one stream: refuse, never merge
+            raise ValueError(f"_compress codes one image, got {x.shape[0]}; Codec.compress splits batches")
         z0 = self.encode_latent(x)
         indices = self.hyper_encoders[rung].encode(z0)
         norms = channel_norms(z0)[0].float().cpu().numpy().astype(np.float16)
