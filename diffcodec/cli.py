@@ -1,13 +1,17 @@
 """The ``diffcodec`` command line.
 
-    diffcodec compress IMAGE... -m MODEL [-q Q | --bpp B] [-o OUT.dcb | --out-dir DIR]
-    diffcodec decompress FILE.dcb... -m MODEL [-o OUT.png | --out-dir DIR]
+    diffcodec compress IMAGE... -m MODEL [-q Q | --bpp B] [-o OUT.dcb | --out-dir DIR] [--force]
+    diffcodec decompress FILE.dcb... -m MODEL [-o OUT.png | --out-dir DIR] [--force]
     diffcodec zoo [--json]
     diffcodec eval | fit | validate | export | shards | convert | bench | demo ...   (other modules)
 
 Results (output paths, bits per pixel) go to stdout, progress and timing to stderr. Errors are one line
 on stderr (the traceback with ``--debug``); the exit status is 0 on success, 1 on failure, 2 on a usage
 error. Nothing heavy is imported until a command needs it, so ``diffcodec --help`` is instant.
+
+Outputs are written atomically (a temporary file renamed into place), never over one of the command's
+inputs, and never over an existing file unless ``--force`` is given; every output is checked before the
+model is loaded. ``decompress`` without ``-o`` writes ``NAME.rec.png``, never the original's name.
 
 Commands from other modules are listed in :data:`PLUGINS` and imported only when invoked. Such a module
 provides ``add_arguments(parser)`` and ``run(args) -> int``, or, to receive its arguments unparsed (for
@@ -109,6 +113,16 @@ def _check_inputs(paths: Sequence[Path]) -> None:
             raise FileNotFoundError(f"no such file: {path}")
 
 
+def _check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], force: bool) -> None:
+    """Refuse to write over an input (ever) or over an existing file (unless ``force``)."""
+    sources = {path.resolve() for path in inputs}
+    for target in outputs:
+        if target.resolve() in sources:
+            raise UsageError(f"{target} is one of the inputs; it is never overwritten (choose another -o)")
+        if target.exists() and not force:
+            raise UsageError(f"{target} exists; pass --force to overwrite it")
+
+
 def _load_codec(args: argparse.Namespace, model: str | None = None, **rung: Any) -> Any:
     from diffcodec.zoo.identify import check_source
 
@@ -171,13 +185,14 @@ def _compress(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     _check_inputs(inputs)
     outputs = _output_paths(inputs, args.output, args.out_dir, ".dcb")
+    _check_outputs(inputs, outputs, args.force)
     codec = _load_codec(args, quality=args.quality, bpp=args.bpp)
     _log(f"rung {codec.quality} of {codec.num_rungs} (nominal {codec.rates[codec.quality]:g} bpp)")
     for index, source, target in progress(_numbered(inputs, outputs), desc="compress", unit="file"):
         start = time.perf_counter()
         stream = codec.compress(source)
         target.parent.mkdir(parents=True, exist_ok=True)
-        size = stream.to_file(target)
+        size = stream.to_file(target, overwrite=args.force)
         _log(f"[{index}/{len(inputs)}] {source} -> {target} in {time.perf_counter() - start:.2f} s")
         print(f"{target}\t{stream.bpp:.6f} bpp\t{size} bytes\t{stream.width}x{stream.height}", flush=True)
     return 0
@@ -186,8 +201,10 @@ def _compress(args: argparse.Namespace) -> int:
 def _decompress(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     _check_inputs(inputs)
-    outputs = _output_paths(inputs, args.output, args.out_dir, ".png")
+    outputs = _output_paths(inputs, args.output, args.out_dir, ".rec.png")
+    _check_outputs(inputs, outputs, args.force)
     from diffcodec.bitstream import Bitstream
+    from diffcodec.imageio import save_image
 
     streams = [Bitstream.from_file(path) for path in inputs]  # reject malformed files before loading a model
     groups = _models_for(inputs, [stream.model_tag for stream in streams], args.model)
@@ -199,7 +216,7 @@ def _decompress(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             image = codec.decompress(stream)
             target.parent.mkdir(parents=True, exist_ok=True)
-            image.save(target)
+            save_image(image, target, overwrite=args.force)
             _log(f"[{index}/{len(chosen)}] {source} -> {target} in {time.perf_counter() - start:.2f} s")
             print(f"{target}\t{stream.bpp:.6f} bpp\t{stream.width}x{stream.height}", flush=True)
     return 0
@@ -307,19 +324,24 @@ def build_parser(plugin_modules: dict[str, ModuleType] | None = None) -> argpars
     rate.add_argument("--bpp", type=float, default=None, help="target bits per pixel (nearest rung)")
     compress.add_argument("-o", "--output", type=Path, default=None, help="output file (one input only)")
     compress.add_argument("--out-dir", type=Path, default=None, help="output folder (default: current)")
+    compress.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
     compress.set_defaults(handler=_compress)
 
     decompress = commands.add_parser(
         "decompress",
         parents=[debug, quiet],
         help="decode .dcb files to images",
-        description="Decode .dcb files to images (PNG unless -o says otherwise). Each file names its model "
-        "(an 8-bit tag): without -m, the zoo model with that tag decodes it.",
+        description="Decode .dcb files to images (NAME.rec.png, or -o FILE in the format of its suffix). "
+        "Each file names its model (an 8-bit tag folded into its check): without -m, the zoo model with "
+        "that tag decodes it.",
     )
     decompress.add_argument("inputs", nargs="+", metavar="FILE", help=".dcb files")
     _model_arguments(decompress, required=False)
     decompress.add_argument("-o", "--output", type=Path, default=None, help="output image (one input only)")
     decompress.add_argument("--out-dir", type=Path, default=None, help="output folder (default: current)")
+    decompress.add_argument(
+        "--force", action="store_true", help="overwrite existing outputs (never an input)"
+    )
     decompress.set_defaults(handler=_decompress)
 
     zoo = commands.add_parser(

@@ -30,7 +30,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 
 from diffcodec.bitstream import Bitstream, DecodeError, SideValue, model_tag
-from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
+from diffcodec.imageio import ImageLike, pad_to, to_pil, to_tensor
 from diffcodec.zoo import hub as _hub
 
 
@@ -238,7 +238,7 @@ class Codec(
 
     # ------------------------------------------------------------------ real coding (methods)
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:  # pragma: no cover - abstract
-        """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung``."""
+        """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung`` (batches are split before)."""
         raise NotImplementedError
 
     def _decompress(
@@ -247,52 +247,95 @@ class Codec(
         """Rebuild the padded image (1, 3, H, W) in [0, 1] from the payload."""
         raise NotImplementedError
 
+    def _original_side(self, x: torch.Tensor) -> dict[int, SideValue]:
+        """Side information computed from the original, unpadded image (1, 3, H, W); default none."""
+        return {}
+
+    def _finish_decoding(self, x_hat: torch.Tensor, side: Mapping[int, SideValue]) -> torch.Tensor:
+        """Last step on the cropped reconstruction (1, 3, H, W), on the CPU (e.g. a colour fix)."""
+        return x_hat
+
     def _prepare_for_coding(self) -> None:
         """Hook run before coding (e.g. building CDF tables); methods override, must be idempotent."""
 
     # ------------------------------------------------------------------ real coding (public)
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image of ``height`` × ``width`` is coded at: the next multiples of ``pad_multiple``,
+        widened (by further multiples) where :meth:`_single_position_stride` needs two positions."""
         m = self.pad_multiple
-        return (-(-height // m) * m, -(-width // m) * m)
+        padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
+        stride = self._single_position_stride()
+        while stride and -(-padded_h // stride) * -(-padded_w // stride) < 2:
+            padded_w += m
+        return padded_h, padded_w
 
-    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
-        """Compress one image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
+    def _single_position_stride(self) -> int | None:
+        """The pixel stride of a feature map that must hold at least two positions, or None (default).
 
-        ``quality`` (rung index) or ``bpp`` (nearest rung) select the rate; the default is the active
-        rung. Any H and W are accepted: the image is padded, never resized.
+        A network whose GroupNorms hold one channel per group (small configs) cannot normalise a 1 × 1
+        map (GroupNorm of a single value is undefined): methods return the stride of its deepest map
+        (see :func:`has_single_channel_groups`). Official widths never need it.
         """
-        x = to_tensor(image).to(self.device)
-        height, width = x.shape[-2:]
+        return None
+
+    def compress(
+        self,
+        image: ImageLike | Sequence[ImageLike],
+        quality: int | None = None,
+        bpp: float | None = None,
+    ) -> Bitstream | list[Bitstream]:
+        """Compress an image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
+
+        A list of images, or a (B, 3, H, W) tensor with B > 1, gives a list with one :class:`Bitstream` per
+        image, each identical to compressing that image alone (images may differ in size).
+        ``quality`` (rung index) or ``bpp`` (nearest rung) select the rate; the default is the active
+        rung. Any H and W from 1 × 1 up are accepted: the image is padded, never resized.
+        """
+        if isinstance(image, (list, tuple)):
+            return self._compress_each([to_tensor(item) for item in image], quality, bpp)
+        if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] > 1:
+            return self._compress_each([to_tensor(item) for item in image.unbind(0)], quality, bpp)
+        return self._compress_each([to_tensor(image)], quality, bpp)[0]
+
+    def _compress_each(
+        self, images: Sequence[torch.Tensor], quality: int | None, bpp: float | None
+    ) -> list[Bitstream]:
+        """One file per (1, 3, H, W) image, each coded on its own (so exactly as when coded alone)."""
         rung = self.set_rung(quality, bpp)
+        tag = model_tag(self.model_id)
+        streams = []
         with _eval_mode(self):
             with torch.no_grad():  # tables are built outside inference mode: they stay normal buffers
                 self._prepare_for_coding()
-            with torch.inference_mode():
-                encoded = self._compress(pad_to_multiple(x, self.pad_multiple, self.pad_mode), rung)
-        return Bitstream(
-            model_tag=model_tag(self.model_id),
-            rung=rung,
-            height=int(height),
-            width=int(width),
-            side=dict(encoded.side),
-            streams=list(encoded.streams),
-        )
+            for x in images:
+                height, width = (int(size) for size in x.shape[-2:])
+                padded = pad_to(x.to(self.device), *self.padded_size(height, width), mode=self.pad_mode)
+                padded = padded.contiguous()  # one layout (see to_tensor): the same bits from any source
+                with torch.inference_mode():
+                    encoded = self._compress(padded, rung)
+                side, payload = {**encoded.side, **self._original_side(x)}, list(encoded.streams)
+                streams.append(Bitstream(tag, rung, height, width, side=side, streams=payload))
+        return streams
 
     def decompress(
-        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
-    ) -> Image.Image | torch.Tensor:
+        self,
+        stream: Bitstream | bytes | str | Sequence[Bitstream | bytes | str],
+        output: Literal["pil", "tensor"] = "pil",
+    ) -> Image.Image | torch.Tensor | list[Image.Image | torch.Tensor]:
         """Decode a :class:`Bitstream` (or its bytes, or a file path) to a PIL image or a (1,3,H,W) tensor.
 
-        Raises :class:`~diffcodec.bitstream.DecodeError` for a malformed file or one written by
-        another model.
+        A list of them gives a list of images. Raises :class:`~diffcodec.bitstream.DecodeError` for a
+        malformed file or one written by another model.
         """
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
+        if isinstance(stream, (list, tuple)):
+            return [self.decompress(item, output) for item in stream]
         if output not in ("pil", "tensor"):
             raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
         expected = model_tag(self.model_id)
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream), expected)  # the check must verify with our tag
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream, expected)
         if stream.model_tag != expected:
             from diffcodec.zoo.identify import tag_owners
 
@@ -317,8 +360,10 @@ class Codec(
             except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
                 reason = f"{type(error).__name__}: {error}"
                 raise DecodeError(f"the payload could not be decoded ({reason})") from error
-        x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0)
-        return to_pil(x_hat) if output == "pil" else x_hat.float().cpu()
+        x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0).float().cpu()
+        with torch.no_grad():
+            x_hat = self._finish_decoding(x_hat, stream.side)
+        return to_pil(x_hat) if output == "pil" else x_hat
 
     def roundtrip(self, image: ImageLike, quality: int | None = None) -> tuple[Bitstream, torch.Tensor]:
         """Compress and decompress; returns the stream and the (1, 3, H, W) reconstruction."""
@@ -450,6 +495,11 @@ class _eval_mode:
 
     def __exit__(self, *exc: object) -> None:
         self.module.train(self.was_training)
+
+
+def has_single_channel_groups(module: torch.nn.Module) -> bool:
+    """Whether any GroupNorm in ``module`` holds one channel per group (see ``_single_position_stride``)."""
+    return any(isinstance(m, torch.nn.GroupNorm) and m.num_channels == m.num_groups for m in module.modules())
 
 
 def check_side(side: Mapping[int, SideValue], required: Sequence[int]) -> None:

@@ -73,7 +73,7 @@ from diffcodec.codecs.backbone import (
     small_backbone,
     tiny_configs,
 )
-from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage, has_single_channel_groups
 from diffcodec.codecs.blocks import (
     AttnBlock,
     DepthConvBlock4,
@@ -95,7 +95,7 @@ from diffcodec.codecs.onedc_losses import (
     tokenizer_input,
 )
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
-from diffcodec.zoo.hub import fetch
+from diffcodec.zoo.hub import fetch, load_checkpoint_file
 
 __all__ = [
     "DMD2_UNET_FILE",
@@ -626,9 +626,7 @@ def load_unet(
         return load_component(UNet2DConditionModel.from_pretrained, str(path), subfolder)
     file = path if path.is_file() else fetch(source, filename, revision=revision)
     unet = UNet2DConditionModel.from_config(reference_configs("sd-1.5")["unet_config"])
-    state = (
-        load_file(str(file)) if str(file).endswith(".safetensors") else torch.load(file, weights_only=True)
-    )
+    state = load_file(str(file)) if str(file).endswith(".safetensors") else load_checkpoint_file(file)
     unet.load_state_dict(state, strict=True)
     return unet
 
@@ -829,6 +827,10 @@ class OneDC(PerRateCodec):
     # ------------------------------------------------------------------ real coding
     def _prepare_for_coding(self) -> None:
         self.latent_codec.update(force=False)
+
+    def _single_position_stride(self) -> int | None:
+        """The analysis U-Net's deepest map (/64) in small configs (see Codec._single_position_stride)."""
+        return self.pad_multiple if has_single_channel_groups(self.latent_codec.enc.unet) else None
 
     def _compress(self, x: Tensor, rung: int) -> EncodedImage:
         generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0

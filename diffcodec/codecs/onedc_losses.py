@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffcodec.codecs.blocks import DepthConvBlock4
+from diffcodec.zoo.hub import load_checkpoint_file
 
 __all__ = [
     "MASKGIT_VQGAN_F16",
@@ -137,11 +138,7 @@ class VQGANTokenizer(nn.Module):
         if weights is not None:
             from safetensors.torch import load_file
 
-            state = (
-                load_file(weights)
-                if weights.endswith(".safetensors")
-                else torch.load(weights, weights_only=True)
-            )
+            state = load_file(weights) if weights.endswith(".safetensors") else load_checkpoint_file(weights)
             self.load_state_dict(state, strict=True)
         self.eval().requires_grad_(False)
 

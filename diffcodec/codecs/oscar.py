@@ -53,7 +53,14 @@ from torch import nn
 from diffcodec.bitstream import DecodeError
 from diffcodec.codecs import losses
 from diffcodec.codecs.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
-from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
+from diffcodec.codecs.base import (
+    BaseModelRef,
+    Codec,
+    CodecOutput,
+    EncodedImage,
+    check_side,
+    has_single_channel_groups,
+)
 from diffcodec.codecs.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
 from diffcodec.codecs.discriminators import LatentDiscriminator
 from diffcodec.codecs.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
@@ -438,6 +445,14 @@ class OSCAR(Codec):
         """The active rung's grid stride in pixels (8·s): indices exist only for whole s×s blocks."""
         return self.backbone.vae_scale_factor * self.rung_table[self.quality].latent_stride
 
+    def _single_position_stride(self) -> int | None:
+        """The U-Net's deepest map (latent / 2^(levels-1)) of the small configs, which a 1 × 1 image at the
+        finest rungs would reduce to one position (:meth:`Codec._single_position_stride`)."""
+        unet = self.backbone.unet
+        if not has_single_channel_groups(unet):
+            return None
+        return self.backbone.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+
     @property
     def timesteps(self) -> tuple[int, ...]:
         """The pseudo-timestep t_r of each rung."""
@@ -510,6 +525,8 @@ class OSCAR(Codec):
 
     # ------------------------------------------------------------------ real coding
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
+        if x.shape[0] != 1:  # the indices of a batch would pack into one stream: refuse, never merge
+            raise ValueError(f"_compress codes one image, got {x.shape[0]}; Codec.compress splits batches")
         z0 = self.encode_latent(x)
         indices = self.hyper_encoders[rung].encode(z0)
         norms = channel_norms(z0)[0].float().cpu().numpy().astype(np.float16)

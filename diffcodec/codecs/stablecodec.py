@@ -41,15 +41,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
-from diffcodec.bitstream import Bitstream, DecodeError
+from diffcodec.bitstream import DecodeError, SideValue
 from diffcodec.codecs.backbone import (
     DEFAULT_PROMPT,
     BackboneSource,
@@ -76,8 +75,8 @@ from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContex
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
 from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
-from diffcodec.imageio import ImageLike, to_pil, to_tensor
 from diffcodec.training.accumulation import GradientAccumulation
+from diffcodec.zoo.hub import load_checkpoint_file
 
 __all__ = [
     "BASE_MODEL",
@@ -473,7 +472,7 @@ class StableCodec(PerRateCodec):
         self.aux_encoder = ELICAnalysisTransform(**elic_args)
         if elic_checkpoint is not None:
             self.aux_encoder.load_official_state_dict(
-                torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
+                load_checkpoint_file(elic_checkpoint)  # weights_only
             )
         self.aux_encoder.eval().requires_grad_(False)
         if self.aux_encoder.analysis_transform[-2].out_channels != codec_args.get("aux_channels", 320):
@@ -566,35 +565,20 @@ class StableCodec(PerRateCodec):
         out = self.latent_codec.decompress([[y_string], [z_string]], grid)
         return self.synthesize(out["l_T"], out["res"])[0]
 
-    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
-        """:meth:`Codec.compress`, plus the original's colour statistics when built with ``color_fix``."""
-        stream = super().compress(image, quality=quality, bpp=bpp)
-        if self.hparams.color_fix:
-            stats = color_statistics(to_tensor(image)).numpy().astype(np.uint16)
-            stream = Bitstream(
-                model_tag=stream.model_tag, rung=stream.rung, height=stream.height, width=stream.width,
-                side={**stream.side, SideField.COLOR_STATS: stats}, streams=stream.streams,
-            )  # fmt: skip
-        return stream
+    def _original_side(self, x: Tensor) -> dict[int, SideValue]:
+        """The original's colour statistics when built with ``color_fix``."""
+        if not self.hparams.color_fix:
+            return {}
+        return {SideField.COLOR_STATS: color_statistics(x).numpy().astype(np.uint16)}
 
-    def decompress(
-        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
-    ) -> Image.Image | Tensor:
-        """:meth:`Codec.decompress`, then the AdaIN colour fix if the file carries colour statistics."""
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
-        if output not in ("pil", "tensor"):
-            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
-        x_hat = super().decompress(stream, output="tensor")
-        stats = stream.side.get(SideField.COLOR_STATS)
-        if stats is not None:
-            if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
-                raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
-            with torch.no_grad():
-                x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
-        return to_pil(x_hat) if output == "pil" else x_hat
+    def _finish_decoding(self, x_hat: Tensor, side: Mapping[int, SideValue]) -> Tensor:
+        """The AdaIN colour fix if the file carries colour statistics."""
+        stats = side.get(SideField.COLOR_STATS)
+        if stats is None:
+            return x_hat
+        if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
+            raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
+        return adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
 
     # ------------------------------------------------------------------ training
     def _loss_network(self, name: str) -> nn.Module:

@@ -8,22 +8,52 @@ writes, and on resume checks that exactly those entries, and nothing else, are m
 
 The codec records how it was built (class and constructor arguments) in the checkpoint too, under
 ``"diffcodec"``; ``diffcodec export`` rebuilds it from there.
+
+Checkpoints are never unpickled: :func:`~diffcodec.zoo.hub.load_checkpoint_file` reads them with
+``torch.load(weights_only=True)``, and :class:`SafeCheckpointIO` makes Lightning's own resume
+(``fit --ckpt_path``) do the same.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from diffcodec.codecs.base import Codec
-from diffcodec.zoo.hub import CheckpointError, class_path
+from diffcodec.zoo.hub import CheckpointError, class_path, load_checkpoint_file
 
 #: Key under which the codec's class and constructor arguments are stored in a Lightning checkpoint.
 CODEC_KEY = "diffcodec"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that loads with :func:`load_checkpoint_file` (``weights_only=True``).
+
+    ``diffcodec fit`` / ``validate`` install it, so ``--ckpt_path`` never unpickles code (LightningCLI
+    itself first reads the file's hyper-parameters with ``weights_only=True``); with your own ``Trainer``
+    pass ``plugins=[SafeCheckpointIO()]``. An explicit ``trainer.fit(..., weights_only=False)`` is the one
+    way back to a full pickle load, for files you trust.
+    """
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        checkpoint = load_checkpoint_file(path, map_location=map_location or (lambda storage, loc: storage))
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(
+                f"{path} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__})"
+            )
+        return checkpoint
 
 
 def base_weight_keys(module: torch.nn.Module, keys: Iterable[str]) -> set[str]:

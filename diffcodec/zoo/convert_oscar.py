@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from diffcodec.zoo.hub import CheckpointError, fetch
+from diffcodec.zoo.hub import CheckpointError, fetch, load_checkpoint_file
 
 __all__ = [
     "OFFICIAL_FILENAME",
@@ -59,12 +59,7 @@ def read_official(source: str | os.PathLike[str], *, revision: str | None = None
     path = Path(source).expanduser()
     if not path.is_file():
         path = fetch(os.fspath(source), OFFICIAL_FILENAME, revision=revision)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or non-tensor pickles
-        raise CheckpointError(
-            f"{path} is not a readable OSCAR checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    checkpoint = load_checkpoint_file(path)  # weights_only: a CheckpointError, never code run
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not the official checkpoint dict")
     missing = [key for key in _TOP_LEVEL if key not in checkpoint]

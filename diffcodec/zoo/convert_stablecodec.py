@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from diffcodec.zoo.hub import CheckpointError
+from diffcodec.zoo.hub import CheckpointError, load_checkpoint_file
 
 __all__ = [
     "OFFICIAL_ENTRIES",
@@ -78,7 +78,7 @@ def nominal_kodak_bpp(lam: float) -> float:
 
 def read_official(path: str | os.PathLike[str]) -> dict[str, dict[str, torch.Tensor]]:
     """Load one official ``.pkl`` (tensors only, ``weights_only``) and check its three entries."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, Mapping) or set(checkpoint) != set(OFFICIAL_ENTRIES):
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: expected a dict with entries {list(OFFICIAL_ENTRIES)}, found {found}")
@@ -160,6 +160,7 @@ def convert_stablecodec(
         raise ValueError(f"need one rate per checkpoint, got {len(rates)} for {len(paths)}")
     else:
         rates = [float(rates[i]) for i in order]
+    elic = load_checkpoint_file(elic_checkpoint)  # read (weights_only) before building anything
     codec = StableCodec(
         name=name,
         lambdas=lams,
@@ -168,7 +169,6 @@ def convert_stablecodec(
         base_revision=base_revision,
         **codec_kwargs,
     )
-    elic = torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(elic, Mapping):
         raise CheckpointError(f"{elic_checkpoint}: expected a flat state dict, got {type(elic).__name__}")
     try:

@@ -23,6 +23,8 @@ import importlib
 import inspect
 import json
 import os
+import pathlib
+import pickle
 import re
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -52,6 +54,7 @@ __all__ = [
     "MissingWeightsError",
     "class_path",
     "codec_config",
+    "load_checkpoint_file",
     "load_codec",
     "resolve_codec_class",
     "save_codec",
@@ -71,6 +74,39 @@ class MissingWeightsError(FileNotFoundError):
 
 class CheckpointError(ValueError):
     """A checkpoint exists but cannot be used: unreadable, corrupt, or not matching the codec."""
+
+
+#: What the safe loader allows beyond tensors and plain containers: paths (a data module's or codec's
+#: hyper-parameters given as ``pathlib.Path``). Constructing them runs no code of the file's choosing.
+CHECKPOINT_SAFE_GLOBALS: tuple[type, ...] = (pathlib.PosixPath, pathlib.WindowsPath)
+
+
+def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError) -> CheckpointError:
+    """The error for a checkpoint that ``torch.load(weights_only=True)`` refused, naming what it wanted."""
+    wanted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    what = f" ({wanted.group(1)})" if wanted else ""
+    return CheckpointError(
+        f"{path} holds Python objects other than tensors{what}: diffcodec reads checkpoints with "
+        "torch.load(weights_only=True) and does not run code from them. Re-save the tensors you trust "
+        "(e.g. with safetensors)."
+    )
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with :data:`CHECKPOINT_SAFE_GLOBALS` allowed.
+
+    A file that holds anything else (a pickle that would import and call code) raises
+    :class:`CheckpointError` naming what it wanted to load; nothing in it is executed.
+    """
+    try:
+        with torch.serialization.safe_globals(list(CHECKPOINT_SAFE_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise refused_pickle(path, error) from None
+    except Exception as error:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------- classes
