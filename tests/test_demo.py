@@ -147,7 +147,7 @@ def test_unloadable_default_model_says_what_to_do(tmp_path: Path, monkeypatch: p
 @pytest.mark.parametrize(
     ("model", "says"),
     [
-        ("stablecodc", "Did you mean 'stablecodec'?"),  # a typo of a zoo name
+        ("stablecodc", "Did you mean 'stablecodec'"),  # a typo of a zoo name
         ("stablecodec", "convert"),  # in the zoo, but its official weights are not on the hub
         ("{empty}", "no config.json"),  # a folder that is not a checkpoint
         ("{missing}", "no checkpoint folder"),

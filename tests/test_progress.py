@@ -62,7 +62,7 @@ def test_cli_bar_for_several_files_and_quiet(bars_on, capsys, images: list[Path]
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert re.search(r"compress: .*\| 2/2 ", err) and "file" in err
-    assert cli.main([*argv, "--quiet"]) == 0
+    assert cli.main([*argv, "--quiet", "--force"]) == 0  # the second run overwrites the first outputs
     err = capsys.readouterr().err
     assert not re.search(r"compress: ", err) and "[2/2]" in err  # the per-file log line stays, no bar
     set_progress(None)
