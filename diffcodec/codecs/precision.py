@@ -121,8 +121,9 @@ def set_inference_precision(
     dtype = parse_dtype(dtype)
     modules = dict(synthesis_modules(codec))
     if dtype is not None:
+        cast = _CASTS[dtype]
         for module in modules.values():
-            module.to(dtype)
+            cast(module)  # floating-point parameters and buffers only
             _add_casting_hooks(module, dtype)
     if channels_last is None:
         channels_last = any(p.is_cuda for p in codec.parameters())
@@ -137,6 +138,7 @@ def set_inference_precision(
     return codec
 
 
+_CASTS = {torch.bfloat16: nn.Module.bfloat16, torch.float16: nn.Module.half, torch.float32: nn.Module.float}
 _DTYPE_NAMES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
     "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
