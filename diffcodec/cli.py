@@ -117,7 +117,7 @@ def _load_codec(args: argparse.Namespace, **rung: Any) -> Any:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     _log(f"loading {args.model} ...")
     start = time.perf_counter()
-    codec = diffcodec.load(args.model, device=device, revision=args.revision, **rung)
+    codec = diffcodec.load(args.model, device=device, revision=args.revision, dtype=args.dtype, **rung)
     _log(
         f"loaded {codec.model_id} ({codec.method}, {codec.num_rungs} rungs) on {device} "
         f"in {time.perf_counter() - start:.1f} s"
@@ -209,6 +209,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device", default="auto", help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="bf16 | fp16: synthesis precision (the files do not change)"
     )
 
 
