@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import diffcodec
-from diffcodec.codecs.entropy.determinism import cpu_replica, parameter_net
+from diffcodec.codecs.entropy.determinism import cpu_replica, device_parameter_path, parameter_net, portable
 from diffcodec.imageio import to_tensor
 
 MODELS = ("oscar-small", "stablecodec-small", "cadc-small", "onedc-small")
@@ -116,3 +116,19 @@ def test_cpu_replica_follows_weight_changes() -> None:
     assert "_diffcodec_cpu_replica" not in str(module.state_dict().keys())
     plain = torch.nn.Conv2d(2, 2, 1)
     assert cpu_replica(plain) is plain  # already CPU float32: used as it is
+
+
+@pytest.mark.parametrize("name", ["stablecodec-small", "onedc-small"])
+def test_the_device_parameter_path_round_trips_and_matches_the_cpu_path_here(codecs: dict, name: str) -> None:
+    """``device_parameter_path`` (fast on a GPU) uses the codec's own device: on this CPU, with one thread,
+    it is the same arithmetic as the portable path, so the files agree."""
+    codec = codecs[name]
+    image = crop(100, 50, 128)
+    with threads(1):
+        portable_file = codec.compress(image).to_bytes()
+        with device_parameter_path():
+            assert not portable()
+            native_file = codec.compress(image).to_bytes()
+            decoded = codec.decompress(native_file, output="tensor")
+    assert portable() and native_file == portable_file
+    assert decoded.shape[-2:] == image.shape[-2:]

@@ -82,7 +82,7 @@ from diffcodec.codecs.blocks import (
     ResnetBlock,
 )
 from diffcodec.codecs.dmd import DMDGuidance, expand_embedding
-from diffcodec.codecs.entropy.determinism import cpu_replica, parameter_mode
+from diffcodec.codecs.entropy.determinism import cpu_replica, parameter_mode, to_parameter_device
 from diffcodec.codecs.entropy.fsq import FSQ
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
@@ -518,8 +518,9 @@ class OneDCLatentCodec(nn.Module):
         path (CPU float32 replicas, one thread: :mod:`~diffcodec.codecs.entropy.determinism`), so that the
         encoder and any decoder derive the same CDF indexes. The model's heads are CPU replicas too."""
         with parameter_mode():
-            z_hat = self.z_vq.indices_to_codes(indices.cpu()).float()
-            z_semantic, feature = cpu_replica(self.hyper_dec)(z_hat)
+            hyper_dec = cpu_replica(self.hyper_dec)
+            z_hat = cpu_replica(self.z_vq).indices_to_codes(to_parameter_device(indices, hyper_dec)).float()
+            z_semantic, feature = hyper_dec(z_hat)
             common = cpu_replica(self.y_prior_fusion)(feature)
             adaptors = [
                 cpu_replica(module)

@@ -22,6 +22,8 @@ in that zoo entry's or folder's ``config.json``. Nothing is downloaded. Random w
 compute, not real rates: the bytes and bpp of such runs say nothing about the codec.
 
 The image is ``--image`` (default: the bundled astronaut photo) resized to each size (bicubic).
+``--parameter-path device`` times the entropy parameters on the model's device instead of the portable CPU
+path (:mod:`~diffcodec.codecs.entropy.determinism`; files written that way are not portable).
 The JSON (``--json``) holds one record per (model, size) plus each model's scaling exponent: the slope of
 log(time) against log(pixels) over its sizes (1 = linear cost).
 """
@@ -29,6 +31,7 @@ log(time) against log(pixels) over its sizes (1 = linear cost).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -46,6 +49,7 @@ from typing import Any
 
 import torch
 
+from diffcodec.codecs.entropy.determinism import device_parameter_path
 from diffcodec.timing import STAGES, StageTimer, stage
 
 __all__ = ["METHODS", "add_arguments", "bench_model", "parse_size", "random_codec", "run", "scaling_exponent"]
@@ -189,9 +193,25 @@ def _median_stages(runs: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def bench_model(
     codec: Any, sizes: Sequence[tuple[int, int]], *, repeat: int = 3, warmup: int = 1,
-    image: Path | None = None,
+    image: Path | None = None, parameter_path: str = "cpu",
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Benchmark one loaded codec at ``sizes`` (ascending recommended); one record per size."""
+    """Benchmark one loaded codec at ``sizes`` (ascending recommended); one record per size.
+
+    ``parameter_path="device"`` runs the entropy parameters on the codec's device
+    (:func:`~diffcodec.codecs.entropy.determinism.device_parameter_path`) instead of the portable CPU path.
+    """
+    if parameter_path not in ("cpu", "device"):
+        raise ValueError(f"parameter_path must be 'cpu' or 'device', got {parameter_path!r}")
+    with device_parameter_path() if parameter_path == "device" else contextlib.nullcontext():
+        records = _bench_sizes(codec, sizes, repeat=repeat, warmup=warmup, image=image)
+    for record in records:
+        record["parameter_path"] = parameter_path
+    return records
+
+
+def _bench_sizes(
+    codec: Any, sizes: Sequence[tuple[int, int]], *, repeat: int, warmup: int, image: Path | None
+) -> list[dict[str, Any]]:
     from diffcodec.codecs.precision import attention_processors, synthesis_modules
 
     device = codec.device
@@ -275,6 +295,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="torch device (default: cuda if available, else cpu)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--parameter-path", choices=("cpu", "device"), default="cpu",
+        help="entropy parameters on the CPU (portable files, default) or on the model's device (fast)",
+    )  # fmt: skip
     parser.add_argument("--image", type=Path, default=None, help="source image (default: bundled astronaut)")
     parser.add_argument(
         "--isolate", choices=("size", "model", "none"), default="size",
@@ -322,7 +346,7 @@ def _child_argv(
         "--warmup",
         str(args.warmup),
     ]
-    argv += ["--device", args.device]
+    argv += ["--device", args.device, "--parameter-path", args.parameter_path]
     for flag, value in (("-q", args.quality), ("--dtype", args.dtype), ("--threads", args.threads),
                         ("--image", args.image)):  # fmt: skip
         if value is not None:
@@ -347,7 +371,14 @@ def _in_process(args: argparse.Namespace, model: str, sizes: Sequence[tuple[int,
     start = time.perf_counter()
     codec = _load(model, args, device)
     load_s = time.perf_counter() - start
-    records = bench_model(codec, sizes, repeat=args.repeat, warmup=args.warmup, image=args.image)
+    records = bench_model(
+        codec,
+        sizes,
+        repeat=args.repeat,
+        warmup=args.warmup,
+        image=args.image,
+        parameter_path=args.parameter_path,
+    )
     for record in records:
         record.update(name=model, random_weights=bool(args.random_weights), load_s=load_s)
     return records

@@ -29,13 +29,40 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cpu_replica", "parameter_mode", "parameter_net", "to_parameter_device"]
+__all__ = [
+    "cpu_replica",
+    "device_parameter_path",
+    "parameter_mode",
+    "parameter_net",
+    "portable",
+    "to_parameter_device",
+]
 
 _REPLICA = "_diffcodec_cpu_replica"
+_PORTABLE: ContextVar[bool] = ContextVar("diffcodec_portable_parameters", default=True)
+
+
+def portable() -> bool:
+    """Whether the parameter path runs portably (CPU, the default) rather than on the codec's device."""
+    return _PORTABLE.get()
+
+
+@contextmanager
+def device_parameter_path() -> Iterator[None]:
+    """Inside the block the parameter path runs on the codec's own device (float32, no TF32, deterministic
+    cuDNN, image by image) instead of the CPU: fast on a GPU, but a file then decodes reliably only where
+    the same kind of device and kernels compute the parameters. For speed measurements (``diffcodec bench
+    --parameter-path device``) and closed systems; files written inside decode anywhere only by chance."""
+    token = _PORTABLE.set(False)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
 
 
 def _is_cpu_fp32(module: nn.Module) -> bool:
@@ -63,7 +90,7 @@ def cpu_replica(module: nn.Module) -> nn.Module:
     device or dtype), so rung switches and ``load_state_dict`` are picked up. It is not part of the state
     dict and is not moved by ``module.to``.
     """
-    if _is_cpu_fp32(module):
+    if not portable() or _is_cpu_fp32(module):
         return module
     key = _weights_key(module)
     cached = module.__dict__.get(_REPLICA)
@@ -76,10 +103,12 @@ def cpu_replica(module: nn.Module) -> nn.Module:
     return replica
 
 
-def to_parameter_device(tensor: Tensor) -> Tensor:
-    """``tensor`` as float32 on the CPU (integers keep their dtype)."""
+def to_parameter_device(tensor: Tensor, module: nn.Module) -> Tensor:
+    """``tensor`` where ``module`` (a :func:`cpu_replica`) computes: float32 (integers keep their dtype) on
+    the CPU, or on the module's device under :func:`device_parameter_path`."""
     dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-    return tensor.to(device="cpu", dtype=dtype)
+    device = next(module.parameters(), tensor).device if not portable() else torch.device("cpu")
+    return tensor.to(device=device, dtype=dtype)
 
 
 @contextmanager
@@ -87,7 +116,7 @@ def parameter_mode() -> Iterator[None]:
     """One CPU thread and IEEE float32 (no TF32, deterministic cuDNN) inside the block, restored after."""
     from diffcodec.codecs.entropy.quadtree import strict_fp32
 
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if portable() else 1
     if threads != 1:
         torch.set_num_threads(1)
     try:
@@ -101,8 +130,9 @@ def parameter_mode() -> Iterator[None]:
 def parameter_net(module: nn.Module, inputs: Tensor) -> Tensor:
     """``module(inputs)`` on the parameter path: CPU float32 replica, one thread, one image at a time.
 
-    Returns a float32 CPU tensor (the quadtree consumes it there); ``inputs`` may be on any device.
+    Returns a float32 CPU tensor (the quadtree consumes it there; on the module's device under
+    :func:`device_parameter_path`); ``inputs`` may be on any device.
     """
     net = cpu_replica(module)
     with parameter_mode():
-        return torch.cat([net(to_parameter_device(item)) for item in inputs.split(1)])
+        return torch.cat([net(to_parameter_device(item, net)) for item in inputs.split(1)])

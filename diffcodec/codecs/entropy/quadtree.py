@@ -271,7 +271,7 @@ class QuadtreeContextModel(nn.Module):
         strings, y_hats = [], []
         with parameter_mode():
             for y_item, params_item in zip(y.split(1), params.split(1)):
-                y_item = to_parameter_device(y_item)
+                y_item = to_parameter_device(y_item, model)
                 encoder = SymbolEncoder()
 
                 def quantize(
@@ -283,7 +283,7 @@ class QuadtreeContextModel(nn.Module):
                     encoder.encode(squeeze_groups(symbols, mask)[0], squeeze_groups(indexes, mask)[0], table)
                     return _dequantize(symbols, means, mask)
 
-                y_hats.append(model._run(to_parameter_device(params_item), quantize))
+                y_hats.append(model._run(to_parameter_device(params_item, model), quantize))
                 strings.append(encoder.finish())
         y_hat = torch.cat(y_hats).to(device=y.device, dtype=y.dtype)
         return {"strings": [strings], "shape": tuple(y.shape[-2:]), "y_hat": y_hat}
@@ -314,10 +314,10 @@ class QuadtreeContextModel(nn.Module):
                     decoder: SymbolDecoder = decoder,
                 ) -> Tensor:  # fmt: skip
                     indexes = squeeze_groups(gaussian.build_indexes(scales), mask)[0]
-                    symbols = torch.from_numpy(decoder.decode(indexes, table))[None]
+                    symbols = torch.from_numpy(decoder.decode(indexes, table))[None].to(mask.device)
                     return _dequantize(unsqueeze_groups(symbols, mask), means, mask)
 
-                y_hats.append(model._run(to_parameter_device(params_item), quantize))
+                y_hats.append(model._run(to_parameter_device(params_item, model), quantize))
                 decoder.finish()
         device = next(self.parameters(), params).device
         return {"y_hat": torch.cat(y_hats).to(device)}
