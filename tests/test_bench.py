@@ -90,9 +90,9 @@ def test_bench_bundled_and_random_small_in_process(tmp_path: Path, capsys: pytes
     assert set(result["scaling_exponent"]) == {"oscar-small", "cadc-small"}
     # the bytes are those of the real file the codec writes for that image
     codec = diffcodec.load("oscar-small")
-    from diffcodec.eval.bench import _image
+    from diffcodec.eval.bench import resized_image
 
-    assert len(codec.compress(_image(None, 64, 64)).to_bytes()) == records[0]["bytes"]
+    assert len(codec.compress(resized_image(None, 64, 64)).to_bytes()) == records[0]["bytes"]
 
 
 def test_bench_random_weights_of_a_bundled_architecture_in_a_subprocess(tmp_path: Path) -> None:

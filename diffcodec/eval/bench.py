@@ -24,8 +24,9 @@ compute, not real rates: the bytes and bpp of such runs say nothing about the co
 The image is ``--image`` (default: the bundled astronaut photo) resized to each size (bicubic).
 ``--parameter-path device`` times the entropy parameters on the model's device instead of the portable CPU
 path (:mod:`~diffcodec.codecs.entropy.determinism`; files written that way are not portable).
-The JSON (``--json``) holds one record per (model, size) plus each model's scaling exponent: the slope of
-log(time) against log(pixels) over its sizes (1 = linear cost).
+The JSON (``--json``) holds one record per (model, dtype, size) plus the scaling exponent per model and
+dtype: the slope of log(time) against log(pixels) over its sizes (1 = linear cost). ``--dtype fp32 bf16``
+runs both precisions on one loaded model (cast in place, so fp32 first).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ import torch
 from diffcodec.codecs.entropy.determinism import device_parameter_path
 from diffcodec.timing import STAGES, StageTimer, stage
 
-__all__ = ["METHODS", "add_arguments", "bench_model", "parse_size", "random_codec", "run", "scaling_exponent"]
+__all__ = [
+    "METHODS", "add_arguments", "bench_model", "parse_size", "random_codec", "resized_image", "run",
+    "scaling_exponent",
+]  # fmt: skip
 
 #: The methods ``--random-weights`` builds at full size.
 METHODS = ("oscar", "stablecodec", "cadc", "onedc")
@@ -132,12 +136,8 @@ def _load(name: str, args: argparse.Namespace, device: str) -> Any:
     if args.random_weights:
         codec = random_codec(name).to(device).eval()
         codec.set_rung(args.quality)
-        if args.dtype is not None or args.compile:
-            from diffcodec.codecs.precision import set_inference_precision
-
-            set_inference_precision(codec, args.dtype, compile=args.compile)
         return codec
-    return diffcodec.load(name, quality=args.quality, device=device, dtype=args.dtype, compile=args.compile)
+    return diffcodec.load(name, quality=args.quality, device=device)
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -155,7 +155,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _image(path: Path | None, height: int, width: int) -> torch.Tensor:
+def resized_image(path: Path | None, height: int, width: int) -> torch.Tensor:
+    """``path`` (default: the bundled astronaut photo) resized to height × width, as a (1, 3, H, W) tensor."""
     from PIL import Image
 
     from diffcodec.imageio import to_tensor
@@ -220,7 +221,7 @@ def _bench_sizes(
     }
     records = []
     for height, width in sizes:
-        x = _image(image, height, width)
+        x = resized_image(image, height, width)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -288,8 +289,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed round trips per size first")
     parser.add_argument("-q", "--quality", type=int, default=None, help="rung index (default: the model's)")
     parser.add_argument(
-        "--dtype", default=None, help="bf16 | fp16 | fp32: synthesis precision (default fp32)"
-    )
+        "--dtype", nargs="+", default=["fp32"], metavar="DTYPE",
+        help="synthesis precision: fp32 (default), bf16, fp16; several are run in order on one loaded model, "
+        "cast in place (list fp32 first)",
+    )  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net and VAE decoder")
     parser.add_argument(
         "--device", default="auto", help="torch device (default: cuda if available, else cpu)"
@@ -316,7 +319,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
     try:
-        parse_dtype(args.dtype)
+        for dtype in args.dtype:
+            parse_dtype(dtype)
     except ValueError as error:
         raise UsageError(str(error)) from error
     if args.image is not None and not args.image.is_file():
@@ -347,10 +351,10 @@ def _child_argv(
         str(args.warmup),
     ]
     argv += ["--device", args.device, "--parameter-path", args.parameter_path]
-    for flag, value in (("-q", args.quality), ("--dtype", args.dtype), ("--threads", args.threads),
-                        ("--image", args.image)):  # fmt: skip
+    for flag, value in (("-q", args.quality), ("--threads", args.threads), ("--image", args.image)):
         if value is not None:
             argv += [flag, str(value)]
+    argv += ["--dtype", *args.dtype]
     argv += ["--random-weights"] * args.random_weights + ["--compile"] * args.compile
     return argv
 
@@ -368,17 +372,18 @@ def _in_process(args: argparse.Namespace, model: str, sizes: Sequence[tuple[int,
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from diffcodec.codecs.precision import set_inference_precision
+
     start = time.perf_counter()
     codec = _load(model, args, device)
     load_s = time.perf_counter() - start
-    records = bench_model(
-        codec,
-        sizes,
-        repeat=args.repeat,
-        warmup=args.warmup,
-        image=args.image,
-        parameter_path=args.parameter_path,
-    )
+    records = []
+    for dtype in args.dtype:
+        set_inference_precision(codec, dtype, compile=args.compile)
+        records += bench_model(
+            codec, sizes, repeat=args.repeat, warmup=args.warmup, image=args.image,
+            parameter_path=args.parameter_path,
+        )  # fmt: skip
     for record in records:
         record.update(name=model, random_weights=bool(args.random_weights), load_s=load_s)
     return records
@@ -400,6 +405,12 @@ def _format_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
+def _series(record: dict[str, Any]) -> str:
+    """The scaling series a record belongs to: ``name``, plus its dtype when not float32."""
+    dtype = record["synthesis_dtype"].get("unet", "float32")
+    return record["name"] if dtype == "float32" else f"{record['name']} {dtype}"
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     if args.threads is not None:
@@ -415,17 +426,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             for size in sizes:
                 records += _in_subprocess(args, model, [size])
-    scaling = {
-        model: {
-            key: scaling_exponent([r for r in records if r["name"] == model], f"{key}_s")
-            for key in ("encode", "decode")
-        }
-        for model in args.model
-    }
+    records.sort(key=lambda r: (args.model.index(r["name"]), _series(r), r["height"] * r["width"]))
+    scaling: dict[str, dict[str, float | None]] = {}
+    for series in dict.fromkeys(_series(r) for r in records):
+        chosen = [r for r in records if _series(r) == series]
+        scaling[series] = {key: scaling_exponent(chosen, f"{key}_s") for key in ("encode", "decode")}
     print(_format_table(records))
-    for model, exponents in scaling.items():
+    for series, exponents in scaling.items():
         if exponents["decode"] is not None:
-            print(f"{model}: time ∝ pixels^k, k = {exponents['encode']:.2f} (encode), "
+            print(f"{series}: time ∝ pixels^k, k = {exponents['encode']:.2f} (encode), "
                   f"{exponents['decode']:.2f} (decode)")  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
