@@ -132,3 +132,17 @@ def test_the_device_parameter_path_round_trips_and_matches_the_cpu_path_here(cod
             decoded = codec.decompress(native_file, output="tensor")
     assert portable() and native_file == portable_file
     assert decoded.shape[-2:] == image.shape[-2:]
+
+
+def test_reference_hyperprior_files_do_not_depend_on_the_thread_count() -> None:
+    from diffcodec.codecs.latent_hyperprior import LatentHyperprior
+
+    torch.manual_seed(0)
+    codec = LatentHyperprior().eval()
+    image = crop(60, 40, 256)
+    for quality in range(codec.num_rungs):
+        with threads(1):
+            one = codec.compress(image, quality=quality).to_bytes()
+        with threads(2):
+            assert codec.compress(image, quality=quality).to_bytes() == one
+            assert codec.decompress(one, output="tensor").shape[-2:] == image.shape[-2:]
