@@ -38,12 +38,12 @@ PY=${PYTHON:-python3}
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     models="oscar-small stablecodec-small cadc-small onedc-small"
     small=128x128 large=128x192 repeat=1 warmup=0 device=cpu writer="--writer cpu --writer-threads 2"
-    check_sizes="128x128" limit=300 limit_portable=200 isolate=none
+    check_sizes="128x128" limit=900 limit_portable=600 limit_check=600 isolate=none
     card=cpu-tiny
 else
     models="oscar stablecodec cadc onedc"
     small=512x768 large=2048x2048 repeat=3 warmup=1 device=cuda writer="--writer cuda"
-    check_sizes="256x256 512x768" limit=270 limit_portable=170 isolate=model
+    check_sizes="256x256 512x768" limit=270 limit_portable=170 limit_check=80 isolate=model
     card=$($PY -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9.-')
     [ -n "$card" ] || { echo "gpu_check: no CUDA device (GPU_CHECK_TINY=1 for a CPU run)" >&2; exit 2; }
 fi
@@ -78,7 +78,7 @@ step bench-fp32-bf16 "$limit" "${bench[@]}" --repeat "$repeat" --sizes $small $l
 step bench-bf16-portable "$limit_portable" "${bench[@]}" --repeat 1 --sizes "$small" --dtype bf16 \
     --parameter-path cpu --json "$results/bench_full_portable.json"
 # shellcheck disable=SC2086
-step decode-check 80 "$PY" benchmarks/gpu_check.py $writer --sizes $check_sizes --out "$results/decode_check.json"
+step decode-check "$limit_check" "$PY" benchmarks/gpu_check.py $writer --sizes $check_sizes --out "$results/decode_check.json"
 
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/$card" && cp "$results"/* "$OUT/$card/"
