@@ -6,7 +6,7 @@
 #      the architecture allows), median of 3 after a warm-up;
 #   2. bf16 at 512x768 with the portable CPU parameter path (the default: the price of files that decode
 #      anywhere), one timed run;
-#   3. the GPU→CPU decode check: the four bundled models × all rungs × 256x256 and 512x768, files written
+#   3. the GPU→CPU decode check: the four bundled models × all rungs × 256x256 and 256x384, files written
 #      on CUDA and decoded on the CPU (benchmarks/gpu_check.py).
 #
 # Results go to benchmarks/results/<card>/ (bench_full.json, bench_full_portable.json,
@@ -43,7 +43,7 @@ if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
 else
     models="oscar stablecodec cadc onedc"
     small=512x768 large=2048x2048 repeat=3 warmup=1 device=cuda writer="--writer cuda"
-    check_sizes="256x256 512x768" limit=270 limit_portable=170 limit_check=80 isolate=model
+    check_sizes="256x256 256x384" limit=270 limit_portable=170 limit_check=80 isolate=model
     card=$($PY -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9.-')
     [ -n "$card" ] || { echo "gpu_check: no CUDA device (GPU_CHECK_TINY=1 for a CPU run)" >&2; exit 2; }
 fi
