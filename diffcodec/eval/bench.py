@@ -430,12 +430,14 @@ def run(args: argparse.Namespace) -> int:
     scaling: dict[str, dict[str, float | None]] = {}
     for series in dict.fromkeys(_series(r) for r in records):
         chosen = [r for r in records if _series(r) == series]
-        scaling[series] = {key: scaling_exponent(chosen, f"{key}_s") for key in ("encode", "decode")}
+        keys = ("encode", "decode", "encode_cpu", "decode_cpu")
+        scaling[series] = {key: scaling_exponent(chosen, f"{key}_s") for key in keys}
     print(_format_table(records))
     for series, exponents in scaling.items():
         if exponents["decode"] is not None:
             print(f"{series}: time ∝ pixels^k, k = {exponents['encode']:.2f} (encode), "
-                  f"{exponents['decode']:.2f} (decode)")  # fmt: skip
+                  f"{exponents['decode']:.2f} (decode); CPU time: {exponents['encode_cpu']:.2f}, "
+                  f"{exponents['decode_cpu']:.2f}")  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"records": records, "scaling_exponent": scaling}, indent=2) + "\n")
