@@ -137,7 +137,7 @@ def _load_codec(args: argparse.Namespace, model: str | None = None, **rung: Any)
         device = "cuda" if torch.cuda.is_available() else "cpu"
     _log(f"loading {model} ...")
     start = time.perf_counter()
-    codec = diffcodec.load(model, device=device, revision=args.revision, **rung)
+    codec = diffcodec.load(model, device=device, revision=args.revision, dtype=args.dtype, **rung)
     _log(
         f"loaded {codec.model_id} ({codec.method}, {codec.num_rungs} rungs) on {device} "
         f"in {time.perf_counter() - start:.1f} s"
@@ -282,6 +282,9 @@ def _model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> 
     )
     parser.add_argument(
         "--device", default="auto", help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="bf16 | fp16: synthesis precision (the files do not change)"
     )
 
 

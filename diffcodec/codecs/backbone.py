@@ -43,6 +43,7 @@ from torch import nn
 from diffcodec.codecs import lora as lora_utils
 from diffcodec.codecs.lora import LoraSpec
 from diffcodec.codecs.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
+from diffcodec.timing import timed
 
 #: StableCodec §6.3's fixed prompt (also CADC's c_fix), verbatim with the final period.
 DEFAULT_PROMPT = (
@@ -258,6 +259,7 @@ class ExternalTokens(Conditioning):
         return cond.expand(batch_size, -1, -1)
 
 
+@timed("text_encoder")
 def encode_text(tokenizer: Any, text_encoder: nn.Module, texts: Sequence[str]) -> torch.Tensor:
     """CLIP text embedding as in StableCodec §6.3: pad/truncate to the tokenizer's max length, input ids
     only (no attention mask), last hidden state. Returns (len(texts), L, hidden) in the encoder's dtype."""
@@ -602,6 +604,7 @@ class OneStepBackbone(nn.Module):
             raise ValueError("this backbone has no conditioning source: pass encoder_hidden_states")
         return self.conditioning(batch_size, cond)
 
+    @timed("unet")
     def predict(
         self,
         sample: torch.Tensor,
@@ -709,6 +712,7 @@ class OneStepBackbone(nn.Module):
         )
         return DiagonalGaussianDistribution(moments)
 
+    @timed("vae_enc")
     def encode(
         self,
         x: torch.Tensor,
@@ -722,6 +726,7 @@ class OneStepBackbone(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mode()
         return (z - self.shift_factor) * self.scaling_factor
 
+    @timed("vae_dec")
     def decode(self, latent: torch.Tensor, *, clamp: bool = True, tiled: bool | None = None) -> torch.Tensor:
         """Image in [−1, 1] from a scaled latent: D(latent / s + shift), clamped unless ``clamp=False``."""
         _check_map(latent, self.latent_channels, "latent")

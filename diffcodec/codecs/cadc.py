@@ -58,6 +58,7 @@ from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.blocks import BasicBlock, Downsample, HyperAnalysis, HyperSynthesis, Upsample, conv3x3
 from diffcodec.codecs.captioner import BLIP_MODEL, SMALL_BLIP, BlipCaptioner, byte_level_tokenizer
 from diffcodec.codecs.discriminators import DINOv2Discriminator
+from diffcodec.codecs.entropy.determinism import parameter_net
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
@@ -302,7 +303,7 @@ class CADCLatentCodec(nn.Module):
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         y_bar, _ = self.scaled_latent(y, z_hat)
-        out = self.context_model.compress(y_bar, self.h_s(z_hat))
+        out = self.context_model.compress(y_bar, parameter_net(self.h_s, z_hat))  # see entropy/determinism.py
         return {
             "strings": [out["strings"][0], z_strings],
             "shape": tuple(z.shape[-2:]),
@@ -314,7 +315,7 @@ class CADCLatentCodec(nn.Module):
         if len(strings) != 2:
             raise ValueError(f"expected [y_strings, z_strings], got {len(strings)} lists")
         y_strings, z_strings = strings
-        params = self.h_s(self.entropy_bottleneck.decompress(z_strings, shape))
+        params = parameter_net(self.h_s, self.entropy_bottleneck.decompress(z_strings, shape))
         y_hat = self.context_model.decompress([y_strings], params.shape[-2:], params)["y_hat"]
         return {"y_hat": y_hat, **self._synthesis(y_hat)}
 

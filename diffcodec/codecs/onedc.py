@@ -82,6 +82,7 @@ from diffcodec.codecs.blocks import (
     ResnetBlock,
 )
 from diffcodec.codecs.dmd import DMDGuidance, expand_embedding
+from diffcodec.codecs.entropy.determinism import cpu_replica, parameter_mode, to_parameter_device
 from diffcodec.codecs.entropy.fsq import FSQ
 from diffcodec.codecs.entropy.gaussian import GaussianConditional
 from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
@@ -512,6 +513,31 @@ class OneDCLatentCodec(nn.Module):
         return out
 
     # ------------------------------------------------------------------ real coding
+    def _coding_parameters(self, indices: Tensor) -> tuple[Tensor, QuadtreeContextModel, Tensor]:
+        """(z_semantic, quadtree model, its params P') from the FSQ indices of one image, on the parameter
+        path (CPU float32 replicas, one thread: :mod:`~diffcodec.codecs.entropy.determinism`), so that the
+        encoder and any decoder derive the same CDF indexes. The model's heads are CPU replicas too."""
+        with parameter_mode():
+            hyper_dec = cpu_replica(self.hyper_dec)
+            z_hat = cpu_replica(self.z_vq).indices_to_codes(to_parameter_device(indices, hyper_dec)).float()
+            z_semantic, feature = hyper_dec(z_hat)
+            common = cpu_replica(self.y_prior_fusion)(feature)
+            adaptors = [
+                cpu_replica(module)
+                for module in (self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2,
+                               self.y_spatial_prior_adaptor_3)
+            ]  # fmt: skip
+            heads = FourPartParameters(common, adaptors, cpu_replica(self.y_spatial_prior))
+            model = QuadtreeContextModel(heads, gaussian_conditional=cpu_replica(self.gaussian_conditional))
+            params = cpu_replica(self.y_spatial_prior_reduction)(common)
+        return z_semantic, model, params
+
+    @staticmethod
+    def _mean_only_on_parameter_path(model: QuadtreeContextModel, params: Tensor) -> Tensor:
+        """:meth:`mean_only` with the CPU model of :meth:`_coding_parameters`."""
+        with parameter_mode():
+            return model._run(params, lambda step, mask, means, scales: means * mask)
+
     def update(self, force: bool = False) -> bool:
         """Build the Gaussian's integer CDF tables (deterministic; cheap)."""
         return self.gaussian_conditional.update(force=force)
@@ -520,13 +546,12 @@ class OneDCLatentCodec(nn.Module):
         """One image: ``z_string`` (packed 14-bit indices), ``y_string`` (None with ``z_only``), ``y_hat``."""
         if x.shape[0] != 1:
             raise ValueError(f"compress codes one image at a time, got a batch of {x.shape[0]}")
-        y, z_hat, indices = self._analyse(x, cond)
+        y, _, indices = self._analyse(x, cond)
         # the decoder rebuilds the codes from the indices: condition on exactly those
-        z_hat = self.z_vq.indices_to_codes(indices).to(y.dtype)
-        _, common = self.hyper_decode(z_hat)
+        _, model, params = self._coding_parameters(indices)
         if z_only:
-            return {"z_string": self.z_vq.pack(indices[0]), "y_string": None, "y_hat": self.mean_only(common)}
-        model, params = self.context_model(common)
+            y_hat = self._mean_only_on_parameter_path(model, params).to(y.device)
+            return {"z_string": self.z_vq.pack(indices[0]), "y_string": None, "y_hat": y_hat}
         out = model.compress(y, params)
         return {
             "z_string": self.z_vq.pack(indices[0]),
@@ -544,14 +569,12 @@ class OneDCLatentCodec(nn.Module):
         grid = (padded_size[0] // self.downsample, padded_size[1] // self.downsample)
         indices = self.z_vq.unpack(z_string, (1, *grid))
         device = self.y_spatial_prior_reduction.weight.device
-        dtype = self.y_spatial_prior_reduction.weight.dtype
-        z_hat = self.z_vq.indices_to_codes(indices.to(device)).to(dtype)
-        z_semantic, common = self.hyper_decode(z_hat)
+        z_semantic, model, params = self._coding_parameters(indices)
         if y_string is None:
-            y_hat = self.mean_only(common)
+            y_hat = self._mean_only_on_parameter_path(model, params)
         else:
-            model, params = self.context_model(common)
-            y_hat = model.decompress([[y_string]], common.shape[-2:], params)["y_hat"]
+            y_hat = model.decompress([[y_string]], params.shape[-2:], params)["y_hat"]
+        y_hat, z_semantic = y_hat.to(device), z_semantic.to(device)
         ctrl, y_semantic = self.synthesize(y_hat, z_semantic)
         return {
             "ctrl": ctrl,

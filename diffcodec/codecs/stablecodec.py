@@ -22,9 +22,9 @@ Where the official code (LuizScarlet/StableCodec) and the paper or plain correct
 follows the paper / does it right (spec §13):
 
 - **No TF32.** The official code enables TF32 globally as an import side effect; diffcodec never sets
-  global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice under
-  :func:`~diffcodec.codecs.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
-  so that a file decodes identically on another machine (spec §13.6).
+  global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice on the CPU in IEEE
+  float32, one thread, one image at a time (:mod:`~diffcodec.codecs.entropy.determinism`), so that a file
+  decodes identically on another machine, GPU or CPU (spec §13.6).
 - **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, spec §3 step 8):
   diffcodec's image I/O rounds to the nearest level, which is what "reconstruction" means.
 - **Colour-fix statistics are in the file.** The paper counts the six 16-bit AdaIN statistics as side
@@ -69,9 +69,10 @@ from diffcodec.codecs.blocks import (
 )
 from diffcodec.codecs.discriminators import DINOv2Discriminator
 from diffcodec.codecs.elic import ELICAnalysisTransform
+from diffcodec.codecs.entropy.determinism import parameter_net
 from diffcodec.codecs.entropy.factorized import EntropyBottleneck, modern_parameter_name
 from diffcodec.codecs.entropy.gaussian import GaussianConditional, get_scale_table
-from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
+from diffcodec.codecs.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
 from diffcodec.codecs.lora import STABLECODEC_UNET_TARGETS, STABLECODEC_VAE_ENCODER_TARGETS
 from diffcodec.codecs.losses import CLIPLoss, LPIPSLoss
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
@@ -281,8 +282,7 @@ class LatentCodec(nn.Module):
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        with strict_fp32():  # the entropy parameters must be reproducible on any GPU
-            params = self.h_s(z_hat)
+        params = parameter_net(self.h_s, z_hat)  # reproducible on any machine (entropy/determinism.py)
         out = self.context_model.compress(y, params)
         return {
             "strings": [out["strings"][0], z_strings],
@@ -296,8 +296,7 @@ class LatentCodec(nn.Module):
             raise ValueError(f"expected [y_strings, z_strings], got {len(strings)} lists")
         y_strings, z_strings = strings
         z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
-        with strict_fp32():
-            params = self.h_s(z_hat)
+        params = parameter_net(self.h_s, z_hat)
         y_hat = self.context_model.decompress([y_strings], params.shape[-2:], params)["y_hat"]
         return {"y_hat": y_hat, "l_T": self.g_s(y_hat), "res": self.aux(y_hat)}
 

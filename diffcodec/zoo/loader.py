@@ -111,6 +111,8 @@ def load(
     bpp: float | None = None,
     device: str | torch.device = "cpu",
     revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    compile: bool = False,
     **overrides: Any,
 ) -> Codec:
     """Load a codec, in eval mode on ``device``, with the rung chosen by ``quality`` or ``bpp``.
@@ -120,6 +122,11 @@ def load(
     ``overrides`` replace constructor arguments stored in the checkpoint (e.g. a local path to the base
     model). Nothing is downloaded when ``HF_HUB_OFFLINE=1``; missing weights raise
     :class:`~diffcodec.zoo.hub.MissingWeightsError` saying how to fetch them.
+
+    ``dtype`` (``torch.bfloat16`` / ``torch.float16``, or ``"bf16"`` / ``"fp16"``) runs the synthesis networks
+    (U-Net, VAE decoder, text encoder, BLIP) in that precision, ``compile=True`` compiles the U-Net and VAE
+    decoder; the analysis and entropy path stay float32, so files do not depend on either
+    (:func:`~diffcodec.codecs.precision.set_inference_precision`).
     """
     if quality is not None and bpp is not None:
         raise ValueError("pass either quality= or bpp=, not both")
@@ -145,4 +152,8 @@ def load(
             raise ValueError(f"revision={revision!r} applies to hub repos, but {source} is a local folder")
         codec = Codec.from_pretrained(Path(source).expanduser(), map_location=device, **overrides)
     codec.set_rung(quality, bpp)
+    if dtype is not None or compile:
+        from diffcodec.codecs.precision import set_inference_precision
+
+        set_inference_precision(codec, dtype, compile=compile)
     return codec
