@@ -41,6 +41,7 @@ from huggingface_hub.errors import HFValidationError
 from torch import nn
 
 from diffcodec.codecs import lora as lora_utils
+from diffcodec.codecs.base_weights import record_base_weights
 from diffcodec.codecs.lora import LoraSpec
 from diffcodec.codecs.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
 
@@ -303,6 +304,8 @@ def load_component(
 
     ``loader`` is a ``from_pretrained``/``load_config`` bound method (diffusers or transformers).
     Raises :class:`BaseModelNotFoundError` naming the repo, how to download it and how to pass a path.
+    A loaded module's weights are recorded as base weights (:func:`~diffcodec.codecs.base_weights.
+    record_base_weights`): checkpoints leave them out while they stay bit-identical.
     """
     name = str(repo_or_path)
     local = _is_local(repo_or_path)
@@ -318,7 +321,7 @@ def load_component(
         if cache_dir is not None:
             options["cache_dir"] = str(cache_dir)
     try:
-        return loader(source, **options)
+        loaded = loader(source, **options)
     except (OSError, HFValidationError) as error:
         where = f"{name!r}" + ("" if local else f" (revision {revision or 'main'})")
         hint = (
@@ -329,6 +332,7 @@ def load_component(
         raise BaseModelNotFoundError(
             f"could not load the {subfolder or 'model'} of {where}: {type(error).__name__}: {error}\n{hint}"
         ) from error
+    return record_base_weights(loaded) if isinstance(loaded, nn.Module) else loaded
 
 
 # ---------------------------------------------------------------------------------------------- backbone

@@ -447,9 +447,6 @@ class OSCAR(Codec):
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "discriminator.unet.")
-
     def _checked_timesteps(self, timesteps: Sequence[int]) -> tuple[int, ...]:
         values = tuple(int(t) for t in timesteps)
         if len(values) != len(self.rung_table):
