@@ -118,6 +118,7 @@ def _load_codec(args: argparse.Namespace, **rung: Any) -> Any:
     _log(f"loading {args.model} ...")
     start = time.perf_counter()
     codec = diffcodec.load(args.model, device=device, revision=args.revision, **rung)
+    codec.tile = args.tile
     _log(
         f"loaded {codec.model_id} ({codec.method}, {codec.num_rungs} rungs) on {device} "
         f"in {time.perf_counter() - start:.1f} s"
@@ -210,6 +211,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="torch device (default: cuda if available, else cpu)"
     )
+    parser.add_argument(
+        "--tile", choices=("auto", "never", "always"), default="auto",
+        help="tile large images: only when they would not fit in memory (auto, default), never, always",
+    )  # fmt: skip
 
 
 def build_parser(plugin_modules: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:

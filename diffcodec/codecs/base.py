@@ -299,6 +299,22 @@ class Codec(
         stream = self.compress(image, quality=quality)
         return stream, self.decompress(stream.to_bytes(), output="tensor")
 
+    # ------------------------------------------------------------------ tiling
+    @property
+    def tile(self) -> str:
+        """When the backbone tiles a pass larger than its tile: "auto" (default: only when the untiled pass
+        would not fit the device's memory budget), "never" or "always"; see ``diffcodec/codecs/memory.py``.
+        A runtime setting (not saved). Codecs without a diffusion backbone never tile."""
+        return getattr(getattr(self, "backbone", None), "tile", "never")
+
+    @tile.setter
+    def tile(self, mode: str) -> None:
+        backbone = getattr(self, "backbone", None)
+        if hasattr(backbone, "tile"):
+            backbone.tile = mode
+        elif mode != "never":
+            raise ValueError(f"{type(self).__name__} has no tiled passes: tile can only be 'never'")
+
     # ------------------------------------------------------------------ weights and the hub
     def base_model_ref(self) -> BaseModelRef | None:
         """The pretrained base model this codec was built from (hub id + revision + licence), or None.
