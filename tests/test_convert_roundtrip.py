@@ -33,15 +33,7 @@ from safetensors.torch import load_file
 
 from diffcodec.zoo.hub import full_state_dict
 
-pytestmark = pytest.mark.heavy
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.heavy, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +70,17 @@ def _report(method: str, codec, saved: set[str], difference: float) -> None:
         keys = [k for k in saved if k.startswith(f"rungs.{rung}.")]
         if keys:
             print(f"  rungs.{rung}: {len(keys)} keys")
+
+
+def _round_trip(method: str, memory, output: Path, base: Path, image: Path, tmp_path: Path) -> set[str]:
+    """The converted folder holds every tensor that differs from the base model; loaded in a fresh process
+    it codes every rung to the same file and decodes to the same image (≤ 1e-5) as ``memory``."""
+    saved = check_saved_weights(output, full_state_dict(memory), base)
+    expected = code_every_rung(memory, image)
+    difference = max_float_difference(outputs_in_fresh_process(output, image, tmp_path), expected)
+    assert difference <= 1e-5
+    _report(method, memory, saved, difference)
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------- OneDC
@@ -117,14 +120,9 @@ def test_onedc_official_folders_survive_convert_and_reload(
     )  # fmt: skip
     memory = codec_from_official(folders, name="onedc-rt", latent_codec=SMALL_LATENT_CODEC, **bases)
     assert memory.z_only == (True, False)
-    saved = check_saved_weights(output, full_state_dict(memory), base)
+    saved = _round_trip("OneDC", memory, output, base, image, tmp_path)
     assert {"backbone.unet.conv_in.weight", "vae_reduction.short_cut.weight"} <= saved
     assert {"rungs.1.backbone.unet.conv_in.weight", "rungs.1.vae_reduction.short_cut.weight"} <= saved
-
-    expected = code_every_rung(memory, image)
-    difference = max_float_difference(outputs_in_fresh_process(output, image, tmp_path), expected)
-    assert difference <= 1e-5
-    _report("OneDC", memory, saved, difference)
 
 
 # ---------------------------------------------------------------------------------------------- StableCodec
@@ -162,13 +160,8 @@ def test_stablecodec_official_files_survive_convert_and_reload(
     memory = convert_stablecodec(
         files, official / "elic_official.pth", base_model=str(base), name="stablecodec-rt"
     )
-    saved = check_saved_weights(output, full_state_dict(memory), base)
+    saved = _round_trip("StableCodec", memory, output, base, image, tmp_path)
     assert {"backbone.unet.conv_in.weight", "rungs.1.backbone.unet.conv_in.weight"} <= saved
-
-    expected = code_every_rung(memory, image)
-    difference = max_float_difference(outputs_in_fresh_process(output, image, tmp_path), expected)
-    assert difference <= 1e-5
-    _report("StableCodec", memory, saved, difference)
 
 
 # ---------------------------------------------------------------------------------------------- OSCAR
@@ -219,10 +212,5 @@ def test_oscar_official_checkpoint_survives_convert_and_reload(
     )
     with pytest.warns(UserWarning, match="conv_in.base_layer"):  # trained: differs from the base U-Net's
         memory = load_official(tmp_path / "oscar.pkl", base_model=str(base), name="oscar-rt")
-    saved = check_saved_weights(output, full_state_dict(memory), base)
+    saved = _round_trip("OSCAR", memory, output, base, image, tmp_path)
     assert "backbone.unet.conv_in.base_layer.weight" in saved and "backbone.conditioning.embedding" in saved
-
-    expected = code_every_rung(memory, image)
-    difference = max_float_difference(outputs_in_fresh_process(output, image, tmp_path), expected)
-    assert difference <= 1e-5
-    _report("OSCAR", memory, saved, difference)

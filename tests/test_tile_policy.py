@@ -24,13 +24,7 @@ from diffcodec.codecs.memory import (
 )
 from diffcodec.codecs.tiling import LatentTiling, VaeTiling
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sizes_modes_and_budgets(monkeypatch: pytest.MonkeyPatch) -> None:

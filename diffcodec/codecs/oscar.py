@@ -31,9 +31,12 @@ from it (``oscar.md`` §12), keeping the official behaviour reachable by configu
 - The U-Net's ``conv_in`` base weights stay frozen (only its LoRA trains), as in the official code and the
   paper ("we apply LoRA").
 
-Other deviations: images are padded (reflect) to a multiple of the rung's grid stride instead of being
-resized down to a multiple of 128; the norm rescale divides by max(‖ẑ_c‖, 1e-12) (no epsilon officially);
-checkpoints of the legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
+Other deviations (measured in ``docs/methods/oscar.md``): images are padded (reflect) to a multiple of the
+rung's grid stride instead of being resized down to a multiple of 128; the norm rescale divides by
+max(‖ẑ_c‖, 1e-12) (no epsilon officially); the norms travel as float16; the 8-bit output is rounded (the
+official ``ToPILImage`` truncates); large images are tiled when the untiled pass would not fit in memory
+(``tile="auto"``; the official code never tiles: ``tile="never"`` reproduces it); checkpoints of the
+legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
 """
 
 from __future__ import annotations
