@@ -64,12 +64,23 @@ def _noise(parameters, scale: float = 0.01, seed: int = 0) -> None:
 def _report(method: str, codec, saved: set[str], difference: float) -> None:
     """What the issue asks to see: keys written per rung, max difference after reload (pytest -s)."""
     print(f"\n{method}: max |x̂ (fresh process) − x̂ (in memory)| = {difference:.3g}")
-    active = sorted(k for k in saved if not k.startswith("rungs.") and k != "active_rung")
-    print(f"  the active rung's module keys: {len(active)}, e.g. {active[:3]}")
-    for rung in range(codec.num_rungs):
-        keys = [k for k in saved if k.startswith(f"rungs.{rung}.")]
-        if keys:
-            print(f"  rungs.{rung}: {len(keys)} keys")
+    groups: dict[str, dict[str, int]] = {}
+    for key in saved:
+        rung, rest = ("module keys", key)
+        if key.startswith("rungs."):
+            _, index, rest = key.split(".", 2)
+            rung = f"rungs.{index}"
+        kind = (
+            "LoRA" if ".lora_" in rest else "U-Net conv_in" if rest.startswith("backbone.unet.conv_in.")
+            else ".".join(rest.split(".")[:2])
+        )  # fmt: skip
+        groups.setdefault(rung, {}).setdefault(kind, 0)
+        groups[rung][kind] += 1
+    for rung, kinds in sorted(groups.items()):
+        print(
+            f"  {rung}: {sum(kinds.values())} keys: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        )
 
 
 def _round_trip(method: str, memory, output: Path, base: Path, image: Path, tmp_path: Path) -> set[str]:

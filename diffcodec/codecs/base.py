@@ -31,6 +31,7 @@ from PIL import Image
 
 from diffcodec.bitstream import Bitstream, DecodeError, SideValue
 from diffcodec.codecs import base_weights as _base_weights
+from diffcodec.codecs.memory import check_tile_mode
 from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
 from diffcodec.zoo import hub as _hub
 
@@ -304,16 +305,16 @@ class Codec(
     def tile(self) -> str:
         """When the backbone tiles a pass larger than its tile: "auto" (default: only when the untiled pass
         would not fit the device's memory budget), "never" or "always"; see ``diffcodec/codecs/memory.py``.
-        A runtime setting (not saved). Codecs without a diffusion backbone never tile."""
+        A runtime setting (not saved). Codecs without a diffusion backbone have nothing to tile: for them
+        it reads "never" whatever is set."""
         return getattr(getattr(self, "backbone", None), "tile", "never")
 
     @tile.setter
     def tile(self, mode: str) -> None:
+        mode = check_tile_mode(mode)
         backbone = getattr(self, "backbone", None)
         if hasattr(backbone, "tile"):
             backbone.tile = mode
-        elif mode != "never":
-            raise ValueError(f"{type(self).__name__} has no tiled passes: tile can only be 'never'")
 
     # ------------------------------------------------------------------ weights and the hub
     def base_model_ref(self) -> BaseModelRef | None:
