@@ -63,7 +63,6 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_ADAPTER_KEY = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\b")
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -81,11 +80,6 @@ CODEC_CLASSES: dict[str, type] = {}
 
 def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def is_adapter_key(key: str) -> bool:
-    """Whether a state-dict key is a peft adapter tensor (LoRA A/B, DoRA magnitude): always trained."""
-    return bool(_ADAPTER_KEY.search(key))
 
 
 def resolve_codec_class(path: str) -> type[Codec]:
