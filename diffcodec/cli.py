@@ -138,6 +138,7 @@ def _load_codec(args: argparse.Namespace, model: str | None = None, **rung: Any)
     _log(f"loading {model} ...")
     start = time.perf_counter()
     codec = diffcodec.load(model, device=device, revision=args.revision, dtype=args.dtype, **rung)
+    codec.tile = args.tile
     _log(
         f"loaded {codec.model_id} ({codec.method}, {codec.num_rungs} rungs) on {device} "
         f"in {time.perf_counter() - start:.1f} s"
@@ -286,6 +287,10 @@ def _model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> 
     parser.add_argument(
         "--dtype", default=None, help="bf16 | fp16: synthesis precision (the files do not change)"
     )
+    parser.add_argument(
+        "--tile", choices=("auto", "never", "always"), default="auto",
+        help="tile large images: only when they would not fit in memory (auto, default), never, always",
+    )  # fmt: skip
 
 
 def build_parser(plugin_modules: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:

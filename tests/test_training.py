@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from diffcodec.codecs.base import BaseModelRef, Codec
+from diffcodec.codecs.base_weights import record_base_weights
 from diffcodec.data import ImageFolderDataModule
 from diffcodec.training import (
     Cosine,
@@ -178,6 +179,7 @@ class BaseBuiltCodec(Codec):
         with torch.no_grad():
             for p in self.base.parameters():
                 p.copy_(torch.randn(p.shape, generator=generator))
+        record_base_weights(self.base)  # as if loaded from "test/base"
         self.base.requires_grad_(False)
         self.adapter = nn.Conv2d(width, 3, 1)
         self.with_base_ref = with_base_ref
@@ -189,9 +191,6 @@ class BaseBuiltCodec(Codec):
 
     def base_model_ref(self) -> BaseModelRef | None:
         return BaseModelRef("test/base", "0" * 40) if self.with_base_ref else None
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("base.",)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         return F.mse_loss(self.adapter(self.base(batch)), batch)

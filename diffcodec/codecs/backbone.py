@@ -41,7 +41,15 @@ from huggingface_hub.errors import HFValidationError
 from torch import nn
 
 from diffcodec.codecs import lora as lora_utils
+from diffcodec.codecs.base_weights import record_base_weights
 from diffcodec.codecs.lora import LoraSpec
+from diffcodec.codecs.memory import (
+    TileMode,
+    check_tile_mode,
+    needs_tiles,
+    unet_activation_bytes,
+    vae_activation_bytes,
+)
 from diffcodec.codecs.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
 from diffcodec.timing import timed
 
@@ -305,6 +313,8 @@ def load_component(
 
     ``loader`` is a ``from_pretrained``/``load_config`` bound method (diffusers or transformers).
     Raises :class:`BaseModelNotFoundError` naming the repo, how to download it and how to pass a path.
+    A loaded module's weights are recorded as base weights (:func:`~diffcodec.codecs.base_weights.
+    record_base_weights`): checkpoints leave them out while they stay bit-identical.
     """
     name = str(repo_or_path)
     local = _is_local(repo_or_path)
@@ -320,7 +330,7 @@ def load_component(
         if cache_dir is not None:
             options["cache_dir"] = str(cache_dir)
     try:
-        return loader(source, **options)
+        loaded = loader(source, **options)
     except (OSError, HFValidationError) as error:
         where = f"{name!r}" + ("" if local else f" (revision {revision or 'main'})")
         hint = (
@@ -331,6 +341,7 @@ def load_component(
         raise BaseModelNotFoundError(
             f"could not load the {subfolder or 'model'} of {where}: {type(error).__name__}: {error}\n{hint}"
         ) from error
+    return record_base_weights(loaded) if isinstance(loaded, nn.Module) else loaded
 
 
 # ---------------------------------------------------------------------------------------------- backbone
@@ -347,6 +358,8 @@ class OneStepBackbone(nn.Module):
         conv_in_channels: if set and different from the U-Net's, ``conv_in`` is replaced by a fresh
             Conv2d(conv_in_channels → block_out_channels[0]) (StableCodec §6.1, OneDC §4.1).
         latent_tiling, vae_tiling: tiling settings (None disables); see :mod:`diffcodec.codecs.tiling`.
+        tile: when a pass larger than its tile is tiled: "auto" (only when the untiled pass would not fit
+            the device's memory budget), "never" or "always"; see :mod:`diffcodec.codecs.memory`.
         vae_attention_window: windowed VAE mid-block attention (OneDC §5: 16); None = global.
         persist_base: include the frozen base weights in ``state_dict()`` (default False).
     """
@@ -365,6 +378,7 @@ class OneStepBackbone(nn.Module):
         vae_tiling: VaeTiling | None = DEFAULT_VAE_TILING,
         vae_attention_window: int | None = None,
         persist_base: bool = False,
+        tile: TileMode = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(vae, AutoencoderKL) or not isinstance(unet, UNet2DConditionModel):
@@ -392,6 +406,7 @@ class OneStepBackbone(nn.Module):
         self.timestep = self._check_timestep(timestep)
         self.latent_tiling = latent_tiling
         self.vae_tiling = vae_tiling
+        self.tile = tile
         self.persist_base = persist_base
         self._conv_in_replaced = False
         self._lora: dict[str, tuple[str, LoraSpec]] = {}  # adapter name → (host "unet"/"vae", spec)
@@ -616,7 +631,8 @@ class OneStepBackbone(nn.Module):
     ) -> torch.Tensor:
         """The raw U-Net output (ε or v, ``out_channels`` wide) for ``sample`` (B, unet_in_channels, h, w).
 
-        ``tiled``: None = latent tiling when h·w > tile² (StableCodec §10.3), True/False to force.
+        ``tiled``: None = latent tiling (StableCodec §10.3) when h·w > tile² and :attr:`tile` says so,
+        True/False to force.
         """
         _check_map(sample, self.unet_in_channels, "U-Net input")
         batch = sample.shape[0]
@@ -637,7 +653,10 @@ class OneStepBackbone(nn.Module):
 
         height, width = sample.shape[-2:]
         tiling = self.latent_tiling or DEFAULT_LATENT_TILING
-        if _use_tiles(tiled, self.latent_tiling is not None and tiling.applies(height, width)):
+        exceeds = self.latent_tiling is not None and tiling.applies(height, width)
+        width0 = self.unet.config.block_out_channels[0]
+        estimate = unet_activation_bytes(width0, batch, height, width, dtype.itemsize)
+        if self._use_tiles(tiled, exceeds, estimate, sample.device):
             return tiled_apply(run, sample, tile=tiling.tile, overlap=tiling.overlap)
         return run(sample)
 
@@ -699,7 +718,8 @@ class OneStepBackbone(nn.Module):
             raise ValueError(f"image sides must be multiples of {factor} (pad first): {tuple(x.shape[-2:])}")
         x = x.to(self.vae.dtype)
         tiling = self.vae_tiling or DEFAULT_VAE_TILING
-        if not _use_tiles(tiled, self.vae_tiling is not None and max(x.shape[-2:]) > tiling.encoder_tile):
+        exceeds = self.vae_tiling is not None and max(x.shape[-2:]) > tiling.encoder_tile
+        if not self._use_tiles(tiled, exceeds, self._vae_estimate(x.shape[0], *x.shape[-2:]), x.device):
             return self.vae.encode(x).latent_dist
         if tiling.encoder_tile % factor or tiling.encoder_overlap % factor:
             raise ValueError(f"encoder tile and overlap must be multiples of {factor}, got {tiling}")
@@ -732,7 +752,9 @@ class OneStepBackbone(nn.Module):
         _check_map(latent, self.latent_channels, "latent")
         z = (latent / self.scaling_factor + self.shift_factor).to(self.vae.dtype)
         tiling = self.vae_tiling or DEFAULT_VAE_TILING
-        if _use_tiles(tiled, self.vae_tiling is not None and max(z.shape[-2:]) > tiling.decoder_tile):
+        exceeds = self.vae_tiling is not None and max(z.shape[-2:]) > tiling.decoder_tile
+        pixels = [side * self.vae_scale_factor for side in z.shape[-2:]]
+        if self._use_tiles(tiled, exceeds, self._vae_estimate(z.shape[0], *pixels), z.device):
             image = tiled_apply(
                 lambda tile: self.vae.decode(tile).sample,
                 z,
@@ -743,6 +765,25 @@ class OneStepBackbone(nn.Module):
         else:
             image = self.vae.decode(z).sample
         return image.clamp(-1.0, 1.0) if clamp else image
+
+    # ------------------------------------------------------------------ tiling decisions
+    @property
+    def tile(self) -> TileMode:
+        """When a pass larger than its tile is tiled: "auto", "never" or "always" (:mod:`~diffcodec.codecs.
+        memory`)."""
+        return self._tile
+
+    @tile.setter
+    def tile(self, mode: TileMode) -> None:
+        self._tile = check_tile_mode(mode)
+
+    def _use_tiles(self, tiled: bool | None, exceeds_tile: bool, estimate: int, device: torch.device) -> bool:
+        """``tiled`` forces tiling on/off; None leaves it to :attr:`tile` (:func:`memory.needs_tiles`)."""
+        return needs_tiles(self.tile, exceeds_tile, estimate, device) if tiled is None else bool(tiled)
+
+    def _vae_estimate(self, batch: int, height: int, width: int) -> int:
+        width0 = self.vae.config.block_out_channels[0]
+        return vae_activation_bytes(width0, batch, height, width, self.vae.dtype.itemsize)
 
     # ------------------------------------------------------------------ LoRA
     def add_lora(
@@ -950,11 +991,6 @@ def _make_conditioning(
             return FixedPrompt.encode(prompt, tokenizer, text_encoder)
         return CaptionPrompt(tokenizer, text_encoder, prompt)
     raise ValueError(f"conditioning must be learned, prompt, caption, tokens or a Conditioning; got {kind!r}")
-
-
-def _use_tiles(tiled: bool | None, automatic: bool) -> bool:
-    """``tiled`` forces tiling on/off; None leaves it to the size rule."""
-    return automatic if tiled is None else bool(tiled)
 
 
 def _check_map(tensor: torch.Tensor, channels: int, what: str) -> None:

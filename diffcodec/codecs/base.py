@@ -30,6 +30,8 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 
 from diffcodec.bitstream import Bitstream, DecodeError, SideValue, model_tag
+from diffcodec.codecs import base_weights as _base_weights
+from diffcodec.codecs.memory import check_tile_mode
 from diffcodec.imageio import ImageLike, pad_to, to_pil, to_tensor
 from diffcodec.zoo import hub as _hub
 
@@ -102,7 +104,7 @@ class Codec(
     ``model.safetensors`` + ``config.json`` + a model card, ``from_pretrained(dir or "org/name",
     revision=)`` rebuilds the codec without knowing its class in advance, ``push_to_hub`` uploads. The
     constructor arguments are recorded at construction and must be JSON values (or dataclasses of them).
-    Frozen base-model weights (:meth:`base_weight_prefixes`) are not written when the codec names its
+    Unchanged base-model weights (:meth:`base_weight_keys`) are not written when the codec names its
     base model (:meth:`base_model_ref`); the constructor re-loads them. See ``diffcodec/zoo/hub.py``.
 
     Instance state:
@@ -370,38 +372,43 @@ class Codec(
         stream = self.compress(image, quality=quality)
         return stream, self.decompress(stream.to_bytes(), output="tensor")
 
+    # ------------------------------------------------------------------ tiling
+    @property
+    def tile(self) -> str:
+        """When the backbone tiles a pass larger than its tile: "auto" (default: only when the untiled pass
+        would not fit the device's memory budget), "never" or "always"; see ``diffcodec/codecs/memory.py``.
+        A runtime setting (not saved). Codecs without a diffusion backbone have nothing to tile: for them
+        it reads "never" whatever is set."""
+        return getattr(getattr(self, "backbone", None), "tile", "never")
+
+    @tile.setter
+    def tile(self, mode: str) -> None:
+        mode = check_tile_mode(mode)
+        backbone = getattr(self, "backbone", None)
+        if hasattr(backbone, "tile"):
+            backbone.tile = mode
+
     # ------------------------------------------------------------------ weights and the hub
     def base_model_ref(self) -> BaseModelRef | None:
         """The pretrained base model this codec was built from (hub id + revision + licence), or None.
 
         Methods built on a hub model return it (usually from their constructor arguments). Only when it
-        is set are the :meth:`base_weight_prefixes` weights left out of ``model.safetensors``.
+        is set are the :meth:`base_weight_keys` weights left out of ``model.safetensors``.
         """
         return None
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes under which the frozen base-model weights live (default: none).
+    def base_weight_keys(self, state: Mapping[str, torch.Tensor] | None = None) -> set[str]:
+        """The entries of ``state`` (default: the complete state dict) that are frozen base-model weights.
 
-        E.g. ``("backbone.",)``. Base weights are not saved when :meth:`base_model_ref` is set: the
-        constructor re-loads them, and a fingerprint in config.json checks that the re-loaded weights are
-        the ones the codec was trained with. Within a prefix, :meth:`is_base_weight` asks the submodule
-        (``OneStepBackbone.is_base_key`` keeps LoRA, a widened ``conv_in`` and learned embeddings);
-        for other modules every tensor is base except peft adapter tensors (``.lora_A.``, …).
+        The one rule (:mod:`diffcodec.codecs.base_weights`): a tensor is a base weight when it was recorded
+        as loaded from the base model and is still bit-identical to it. Only those are left out of
+        checkpoints (and only when :meth:`base_model_ref` is set); a fingerprint in config.json checks that
+        the re-loaded ones are the ones the codec was trained with. Widened or trained layers, LoRA and new
+        modules are always written.
         """
-        return ()
-
-    def is_base_weight(self, key: str) -> bool:
-        """Whether state-dict entry ``key`` is a frozen base-model weight (:meth:`base_weight_prefixes`)."""
-        for prefix in self.base_weight_prefixes():
-            if key.startswith(prefix):
-                try:
-                    owner = self.get_submodule(prefix.rstrip("."))
-                except AttributeError:  # a prefix that is not a whole module path
-                    owner = None
-                if owner is not None and callable(getattr(owner, "is_base_key", None)):
-                    return bool(owner.is_base_key(key[len(prefix) :]))
-                return not _hub.is_adapter_key(key)
-        return False
+        if self.base_model_ref() is None:
+            return set()
+        return _base_weights.base_weight_keys(self, _hub.full_state_dict(self) if state is None else state)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` (without the base weights) and ``config.json`` (mixin hook)."""

@@ -474,10 +474,6 @@ class CADC(StableCodec):
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        """SD-Turbo (VAE, U-Net, text encoder), BLIP and the discriminator's DINOv2 trunk."""
-        return (*super().base_weight_prefixes(), "backbone.conditioning.", "captioner.")
-
     # ------------------------------------------------------------------ the pipeline
     def encode_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(

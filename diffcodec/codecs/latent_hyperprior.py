@@ -136,9 +136,6 @@ class LatentHyperprior(Codec):
         base = self.hparams.base_model
         return None if base is None else BaseModelRef(base, self.hparams.base_revision)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.",)
-
     @property
     def pad_multiple(self) -> int:  # type: ignore[override]
         return self.backbone.vae_scale_factor * 16

@@ -74,6 +74,7 @@ from diffcodec.codecs.backbone import (
     tiny_configs,
 )
 from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage, has_single_channel_groups
+from diffcodec.codecs.base_weights import record_base_weights
 from diffcodec.codecs.blocks import (
     AttnBlock,
     DepthConvBlock4,
@@ -651,7 +652,7 @@ def load_unet(
     unet = UNet2DConditionModel.from_config(reference_configs("sd-1.5")["unet_config"])
     state = load_file(str(file)) if str(file).endswith(".safetensors") else load_checkpoint_file(file)
     unet.load_state_dict(state, strict=True)
-    return unet
+    return record_base_weights(unet)
 
 
 class OneDC(PerRateCodec):
@@ -801,9 +802,6 @@ class OneDC(PerRateCodec):
         return (
             None if base is None else BaseModelRef(base, self.hparams.get("base_unet_revision"), BASE_LICENCE)
         )
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "tokenizer.", "guidance.real_unet.")
 
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:

@@ -31,9 +31,12 @@ from it (``oscar.md`` §12), keeping the official behaviour reachable by configu
 - The U-Net's ``conv_in`` base weights stay frozen (only its LoRA trains), as in the official code and the
   paper ("we apply LoRA").
 
-Other deviations: images are padded (reflect) to a multiple of the rung's grid stride instead of being
-resized down to a multiple of 128; the norm rescale divides by max(‖ẑ_c‖, 1e-12) (no epsilon officially);
-checkpoints of the legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
+Other deviations (measured in ``docs/methods/oscar.md``): images are padded (reflect) to a multiple of the
+rung's grid stride instead of being resized down to a multiple of 128; the norm rescale divides by
+max(‖ẑ_c‖, 1e-12) (no epsilon officially); the norms travel as float16; the 8-bit output is rounded (the
+official ``ToPILImage`` truncates); large images are tiled when the untiled pass would not fit in memory
+(``tile="auto"``; the official code never tiles: ``tile="never"`` reproduces it); checkpoints of the
+legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
 """
 
 from __future__ import annotations
@@ -461,9 +464,6 @@ class OSCAR(Codec):
     def base_model_ref(self) -> BaseModelRef | None:
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "discriminator.unet.")
 
     def _checked_timesteps(self, timesteps: Sequence[int]) -> tuple[int, ...]:
         values = tuple(int(t) for t in timesteps)

@@ -507,9 +507,6 @@ class StableCodec(PerRateCodec):
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.", "discriminator.backbone.")
-
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:
         """Whether state-dict entry ``key`` is one rung's own weight: the latent codec, the U-Net LoRA and

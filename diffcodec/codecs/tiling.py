@@ -19,6 +19,9 @@ One routine, :func:`tiled_apply`, serves both tiled passes of the backbone::
   Tiling only starts above the spec's thresholds (encoder input > 1088 px, decoder latent > 182), so
   images up to those sizes are processed exactly as without tiling.
 
+*Whether* a pass larger than its tile is tiled is :mod:`diffcodec.codecs.memory`'s decision: by default
+("auto") only when the untiled pass would not fit the device's memory budget.
+
 Also here: :class:`WindowedAttnProcessor`, OneDC §5's windowed VAE mid-block attention, written as a
 diffusers attention processor (set with ``Attention.set_processor``; no forward is replaced).
 """

@@ -3,7 +3,7 @@
 A codec built on a pretrained base model (:meth:`Codec.base_model_ref` set) re-loads the base weights
 in its constructor, so a Lightning checkpoint need only hold what training changes: the codec's own
 modules, adapters (LoRA), widened layers. :class:`TrainableCheckpoint` drops the entries
-:meth:`Codec.is_base_weight` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
+:meth:`Codec.base_weight_keys` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
 writes, and on resume checks that exactly those entries, and nothing else, are missing.
 
 The codec records how it was built (class and constructor arguments) in the checkpoint too, under
@@ -56,11 +56,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
 
-def base_weight_keys(module: torch.nn.Module, keys: Iterable[str]) -> set[str]:
-    """The ``keys`` that are frozen base-model weights of ``module`` (none unless it names a base model)."""
+def base_weight_keys(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> set[str]:
+    """The entries of ``module``'s ``state_dict`` that are unchanged base-model weights (none unless it
+    names a base model)."""
     if not isinstance(module, Codec) or module.base_model_ref() is None:
         return set()
-    return {key for key in keys if module.is_base_weight(key)}
+    return module.base_weight_keys({k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)})
 
 
 def strip_base_weights(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ export). Files are read with safetensors only (no pickle).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -229,14 +230,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-vae", default=SD21_REPO, help="SD-2.1 hub repo or diffusers folder (vae/)")
     parser.add_argument("--base-vae-revision", default=None)
     parser.add_argument("--name", default="onedc", help="model id written into the files it codes")
+    parser.add_argument(
+        "--latent-codec", type=json.loads, default=None, metavar="JSON",
+        help="OneDCLatentCodec arguments of checkpoints trained at another size (default: the release's)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    extra = {} if args.latent_codec is None else {"latent_codec": args.latent_codec}
     output = convert(
         args.folders, args.output, lambdas=args.lambdas,
         z_only=None if args.z_only is None else [bool(v) for v in args.z_only], rates=args.rates,
         base_unet=args.base_unet, base_unet_revision=args.base_unet_revision, base_vae=args.base_vae,
-        base_vae_revision=args.base_vae_revision, name=args.name,
+        base_vae_revision=args.base_vae_revision, name=args.name, **extra,
     )  # fmt: skip
     print(f"wrote {output}; load it with diffcodec.load({str(output)!r})")
     return 0

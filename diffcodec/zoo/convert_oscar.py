@@ -191,7 +191,7 @@ def codec_from_official(
         if base_model is not None and not torch.equal(current, state[key]):
             warnings.warn(
                 f"{key} in the checkpoint differs from {base_model}'s; using the checkpoint's value "
-                "(it is a base weight, so saving the converted model drops it)",
+                "(saving the converted model writes it, as every tensor that differs from the base)",
                 stacklevel=2,
             )
     unexpected = sorted(key for key in state if key not in own and key not in conv_in_keys)
@@ -200,7 +200,10 @@ def codec_from_official(
         for key in state
         if key in own and state[key].shape != own[key].shape
     ]
-    trained = [key for key in own if not codec.is_base_weight(key) and not key.startswith("backbone.vae.")]
+    backbone = "backbone."  # LoRA and the learned embedding are trained; the SD U-Net and VAE are not
+    trained = [
+        k for k in own if not (k.startswith(backbone) and codec.backbone.is_base_key(k[len(backbone) :]))
+    ]
     missing = sorted(key for key in trained if key not in state)
     if unexpected or mismatched or missing:
         raise CheckpointError(
