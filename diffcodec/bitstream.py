@@ -1,26 +1,34 @@
 """The diffcodec file format: a few bytes of header around a method's entropy-coded streams.
 
 At 0.005 bpp a Kodak image is about 250 bytes, so the container is built to be small: a Kodak-size
-file with two streams and no side information carries 7 or 8 bytes of header (a first stream shorter
-or longer than 128 bytes). The exact layout is in ``docs/bitstream.md``; in short::
+file with two streams and no side information carries 8 bytes of container (a first stream shorter
+than 128 bytes), 2 of them a check over the whole file. The exact layout is in ``docs/bitstream.md``;
+in short (format version 2)::
 
-    byte 0   0xD1                        magic nibble 0xD, format version 1
-    byte 1   model tag                   low byte of CRC-32 of the model id (codecs/base.py)
-    byte 2   rung | side flag | streams  bits 0-4 rung (31 = escape), bit 5 side info, bits 6-7 n-1
-    varint   rung - 31                   only when bits 0-4 of byte 2 are 31
+    byte 0   0xD2                        magic nibble 0xD, format version 2
+    byte 1   rung | side flag | streams  bits 0-4 rung (31 = escape), bit 5 side info, bits 6-7 n-1
+    varint   rung - 31                   only when bits 0-4 of byte 1 are 31
     varint   (height-1, width-1)         bit-interleaved: width in the even bits, height in the odd
     [side]   count, then per field one byte (type << 5 | key) and the value
     varints  byte length of every stream but the last
-    bytes    the streams, the last one running to the end of the file
+    bytes    the streams, the last one running up to the check
+    2 bytes  CRC-16 (big-endian) of every byte before it followed by the model tag
+
+The model tag (low byte of CRC-32 of the model id, ``codecs/base.py``) is not stored: it is folded into
+the check, so a file verifies only with the tag of the model that wrote it, and the tag is recovered
+from the check when the model is not known (exactly one tag can verify an intact file). Version 1
+files (the tag in byte 1, no check) still decode; :meth:`Bitstream.to_bytes` writes version 2.
 
 Every varint is unsigned LEB128, minimal, at most 5 bytes and at most 2**32 - 1, so every file has
-exactly one encoding: ``Bitstream.from_bytes(b).to_bytes() == b`` for every ``b`` that decodes.
-Decoding validates each field before use, checks every count against the bytes that remain before
-allocating, and reports any problem as :class:`DecodeError` with the byte offset. Nothing is pickled.
+exactly one encoding: ``Bitstream.from_bytes(b).to_bytes() == b`` for every version-2 ``b`` that
+decodes. Decoding verifies the check first, then validates each field before use, checks every count
+against the bytes that remain before allocating, and reports any problem as :class:`DecodeError` with
+the byte offset. Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from diffcodec.errors import DecodeError
+from diffcodec.files import write_atomic
 
 __all__ = [
+    "CHECK_BYTES",
     "FORMAT_VERSION",
     "MAX_DIMENSION",
     "MAX_PIXELS",
@@ -41,10 +51,15 @@ __all__ = [
     "DecodeError",
     "SideType",
     "SideValue",
+    "file_check",
+    "model_tag",
 ]
 
 MAGIC = 0xD
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1  # the model tag in byte 1, no check; still decoded
+CHECK_BYTES = 2
+CHECK_INIT = 0xFFFF  # CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor
 MAX_STREAMS = 4
 MAX_SIDE_KEY = 31
 MAX_DIMENSION = 65535
@@ -83,6 +98,53 @@ _ARRAY_DTYPES: dict[SideType, np.dtype] = {
 _ARRAY_TYPE_OF: dict[tuple[str, int], SideType] = {
     (dtype.kind, dtype.itemsize): side_type for side_type, dtype in _ARRAY_DTYPES.items()
 }
+
+
+# ---------------------------------------------------------------------------------------------- the check
+def _check_register(body: bytes) -> int:
+    return binascii.crc_hqx(body, CHECK_INIT)
+
+
+def _check_with_tag(register: int, model_tag: int) -> int:
+    return binascii.crc_hqx(bytes((model_tag,)), register)
+
+
+def file_check(body: bytes, model_tag: int) -> bytes:
+    """The 2-byte check a version-2 file ends with: CRC-16/CCITT-FALSE of ``body`` + the model tag byte.
+
+    CRC-16 (polynomial 0x1021, which has the factor x + 1) detects every error of 1 to 3 bits and any odd
+    number of bits in files up to 4 KB, every burst of up to 16 bits, and any other error but for one
+    pattern in 65 536.
+    """
+    return _check_with_tag(_check_register(bytes(body)), model_tag).to_bytes(CHECK_BYTES, "big")
+
+
+def _verified_body(data: bytes, model_tag: int | None) -> tuple[bytes, int]:
+    """(file without its check, model tag that verifies it), or :class:`DecodeError`.
+
+    With ``model_tag`` given only that tag is tried (a corrupted file passes 1 time in 65 536); without,
+    the tag is recovered: tag ↦ check is injective, so at most one tag verifies (a corrupted file
+    verifies with some tag 1 time in 256, and then the codec refuses the foreign tag).
+    """
+    if len(data) < 1 + CHECK_BYTES + 3:  # magic, rung/flags, dimensions, one stream byte, the check
+        raise DecodeError(f"file truncated: {len(data)} bytes is shorter than the smallest file", len(data))
+    body, stored = data[:-CHECK_BYTES], int.from_bytes(data[-CHECK_BYTES:], "big")
+    register = _check_register(body)
+    if model_tag is not None and _check_with_tag(register, model_tag) == stored:
+        return body, model_tag
+    matching = [tag for tag in range(256) if _check_with_tag(register, tag) == stored]
+    if model_tag is None and matching:
+        return body, matching[0]
+    if matching:
+        raise DecodeError(
+            f"the file does not verify with model tag 0x{model_tag:02x}: it was written by another model "
+            f"(its check matches tag 0x{matching[0]:02x}) or it is corrupted",
+            len(body),
+        )
+    raise DecodeError(
+        "checksum mismatch: the file is corrupted or truncated (its CRC-16 does not match its content)",
+        len(body),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- varints
@@ -287,7 +349,7 @@ class Bitstream:
     def to_bytes(self) -> bytes:
         """Serialize to the canonical byte string (layout in ``docs/bitstream.md``)."""
         self._normalize()
-        out = bytearray((MAGIC << 4 | FORMAT_VERSION, self.model_tag))
+        out = bytearray((MAGIC << 4 | FORMAT_VERSION,))
         rung_field = min(self.rung, RUNG_ESCAPE)
         out.append(rung_field | (0x20 if self.side else 0) | (len(self.streams) - 1) << 6)
         if rung_field == RUNG_ESCAPE:
@@ -310,33 +372,52 @@ class Bitstream:
             _write_varint(out, len(stream), f"stream {index} length")
         for stream in self.streams:
             out += stream
+        out += file_check(out, self.model_tag)
         return bytes(out)
 
-    def to_file(self, path: str | os.PathLike[str]) -> int:
-        """Write the file; returns its size in bytes."""
+    def to_file(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> int:
+        """Write the file atomically (:func:`diffcodec.files.write_atomic`); returns its size in bytes.
+
+        ``overwrite=False`` refuses (``FileExistsError``) to replace an existing file. The default
+        replaces it, like ``PIL.Image.save`` and ``torch.save``: the command line is the layer that
+        protects users' files (``--force``).
+        """
         data = self.to_bytes()
-        Path(path).write_bytes(data)
+        write_atomic(path, data, overwrite=overwrite)
         return len(data)
 
     # ------------------------------------------------------------------ decoding
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Bitstream:
-        """Parse a file. Raises :class:`DecodeError` (never anything else) for malformed input."""
+    def from_bytes(cls, data: bytes | bytearray | memoryview, model_tag: int | None = None) -> Bitstream:
+        """Parse a file. Raises :class:`DecodeError` (never anything else) for malformed input.
+
+        ``model_tag``: the tag of the model that will decode the file (:func:`codecs.base.model_tag`);
+        the whole-file check must then verify with it. Without it the tag is recovered from the check.
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"from_bytes expects bytes, got {type(data).__name__}")
-        reader = _Reader(bytes(data))
-        if not reader.data:
+        data = bytes(data)
+        if not data:
             raise DecodeError("the file is empty", 0)
-        head = reader.byte("magic/version")
+        head = data[0]
         if head >> 4 != MAGIC:
             raise DecodeError(
                 f"not a diffcodec file: byte 0 is 0x{head:02x}, expected 0x{MAGIC:X}_ (magic nibble)", 0
             )
-        if head & 0x0F != FORMAT_VERSION:
+        if head & 0x0F == FORMAT_VERSION:
+            body, model_tag = _verified_body(data, model_tag)
+            reader = _Reader(body)
+            reader.pos = 1
+        elif head & 0x0F == LEGACY_VERSION:
+            reader = _Reader(data)
+            reader.pos = 1
+            model_tag = reader.byte("model tag")
+        else:
             raise DecodeError(
-                f"unsupported format version {head & 0x0F} (this diffcodec reads version {FORMAT_VERSION})", 0
+                f"unsupported format version {head & 0x0F} (this diffcodec reads versions {LEGACY_VERSION} "
+                f"and {FORMAT_VERSION})",
+                0,
             )
-        model_tag = reader.byte("model tag")
         flags = reader.byte("rung/flags")
         rung = flags & 0x1F
         has_side = bool(flags & 0x20)
@@ -378,11 +459,11 @@ class Bitstream:
         return cls(model_tag=model_tag, rung=rung, height=height, width=width, side=side, streams=streams)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Bitstream:
+    def from_file(cls, path: str | os.PathLike[str], model_tag: int | None = None) -> Bitstream:
         """Read and parse a file; a malformed one raises :class:`DecodeError` naming the file."""
         data = Path(path).read_bytes()
         try:
-            return cls.from_bytes(data)
+            return cls.from_bytes(data, model_tag)
         except DecodeError as error:
             raise DecodeError(f"{os.fspath(path)}: {error.reason}", error.offset) from None
 
@@ -397,7 +478,7 @@ class Bitstream:
 
     @property
     def header_bytes(self) -> int:
-        """Bytes that are not stream payload: header, side information and stream lengths."""
+        """Bytes that are not stream payload: header, side information, stream lengths and the check."""
         return self.num_bytes - sum(len(stream) for stream in self.streams)
 
     @property
@@ -474,3 +555,10 @@ def _read_side(reader: _Reader) -> dict[int, SideValue]:
             raw_bytes = reader.take(num * dtype.itemsize, f"{what} ({num} {side_type.name.lower()} elements)")
             side[key] = np.frombuffer(raw_bytes, dtype=dtype).astype(dtype.newbyteorder("="))
     return side
+
+
+def model_tag(model_id: str) -> int:
+    """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
+    import zlib
+
+    return zlib.crc32(model_id.encode("utf-8")) & 0xFF

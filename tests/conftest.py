@@ -37,3 +37,12 @@ def photos_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def golden_dir(shared_dir: Path) -> Path:
     return shared_dir / "specs" / "golden"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core machine two threads spin-wait and run slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

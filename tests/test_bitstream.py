@@ -1,4 +1,5 @@
-"""The container format: exact layout, canonical round trips, and DecodeError for every malformed file."""
+"""The container format: exact layout, canonical round trips, the whole-file check, version-1 files, and
+DecodeError for every malformed file."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from diffcodec.bitstream import (
     Bitstream,
     DecodeError,
     SideType,
+    file_check,
 )
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,19 +53,26 @@ def bitstreams(draw: st.DrawFn, max_stream: int = 200) -> Bitstream:
     )
 
 
-def parse_or_error(data: bytes) -> Bitstream | None:
+def legacy(stream: Bitstream) -> bytes:
+    """The version-1 encoding of ``stream``: byte 0 0xD1, the model tag in byte 1, no check."""
+    return bytes([0xD1, stream.model_tag]) + stream.to_bytes()[1:-2]
+
+
+def v2(rest: bytes, tag: int = 0x3A) -> bytes:
+    """A version-2 file of magic byte + ``rest``, with a valid check for ``tag``."""
+    body = b"\xd2" + rest
+    return body + file_check(body, tag)
+
+
+def parse_or_error(data: bytes, model_tag: int | None = None) -> Bitstream | None:
     """Decode; a success must be canonical (re-encodes to the same bytes), a failure a DecodeError."""
     try:
-        stream = Bitstream.from_bytes(data)
+        stream = Bitstream.from_bytes(data, model_tag)
     except DecodeError as error:
         assert error.offset is None or 0 <= error.offset <= len(data)
         return None
-    assert stream.to_bytes() == data
+    assert (legacy(stream) if data[0] == 0xD1 else stream.to_bytes()) == data
     return stream
-
-
-def last_stream_start(stream: Bitstream) -> int:
-    return stream.num_bytes - len(stream.streams[-1])
 
 
 def kodak(first: int, side: dict | None = None, height: int = 512, width: int = 768) -> Bitstream:
@@ -81,10 +90,16 @@ def kodak(first: int, side: dict | None = None, height: int = 512, width: int = 
 def test_exact_layout_of_a_kodak_header() -> None:
     """The worked example of docs/bitstream.md, byte for byte."""
     data = kodak(57).to_bytes()
-    # 0xD1 magic+version, tag, rung 2 | 2 streams (0b01 << 6), dims 767/511 interleaved, len 57
-    assert data[:7] == bytes([0xD1, 0x3A, 0x42, 0xFF, 0xFF, 0x1B, 57])
-    assert data[7:] == b"z" * 57 + b"y" * 250
-    assert kodak(57, height=768, width=512).to_bytes()[3:6] == bytes([0xFF, 0xFF, 0x27])  # portrait
+    # 0xD2 magic+version, rung 2 | 2 streams (0b01 << 6), dims 767/511 interleaved, len 57
+    assert data[:6] == bytes([0xD2, 0x42, 0xFF, 0xFF, 0x1B, 57])
+    assert data[6:-2] == b"z" * 57 + b"y" * 250
+    assert data[-2:] == bytes([0xA0, 0x2C]) == file_check(data[:-2], 0x3A)  # the check, tag folded in
+    assert kodak(57, height=768, width=512).to_bytes()[2:5] == bytes([0xFF, 0xFF, 0x27])  # portrait
+
+
+def test_the_check_is_crc16_ccitt_false_over_the_file_then_the_tag() -> None:
+    # the standard check value of CRC-16/CCITT-FALSE ("123456789" → 0x29B1), the tag as the last byte
+    assert file_check(b"12345678", ord("9")) == bytes([0x29, 0xB1])
 
 
 def test_exact_layout_with_side_information_and_escaped_rung() -> None:
@@ -93,7 +108,7 @@ def test_exact_layout_with_side_information_and_escaped_rung() -> None:
         model_tag=0x07, rung=33, height=64, width=64, side={4: -3, 0: norms}, streams=[b"\xaa"]
     )
     expected = (
-        bytes([0xD1, 0x07, 0x1F | 0x20 | 0 << 6])  # rung escape, side flag, one stream
+        bytes([0xD2, 0x1F | 0x20 | 0 << 6])  # rung escape, side flag, one stream
         + bytes([2])  # rung - 31
         + bytes([0xFF, 0x1F])  # (63, 63) interleaved = 0x0FFF
         + bytes([2])  # two side fields, sorted by key
@@ -102,7 +117,9 @@ def test_exact_layout_with_side_information_and_escaped_rung() -> None:
         + bytes([SideType.INT << 5 | 4, 5])  # zigzag(-3) = 5
         + b"\xaa"
     )
+    expected += file_check(expected, 0x07)
     assert stream.to_bytes() == expected
+    assert expected[-2:] == bytes([0x4C, 0xEE])  # the worked example of docs/bitstream.md
     assert stream.header_bytes == len(expected) - 1
 
 
@@ -116,8 +133,17 @@ def test_kodak_overhead_at_most_8_bytes(first: int, rung: int, tag: int, portrai
 
 
 def test_kodak_overhead_with_a_436_byte_first_stream() -> None:
-    assert kodak(436).header_bytes == 8
-    assert kodak(436, height=768, width=512).header_bytes == 8
+    assert kodak(436).header_bytes == 9
+    assert kodak(436, height=768, width=512).header_bytes == 9
+
+
+# ---------------------------------------------------------------------------------- version 1
+@FEW
+@given(stream=bitstreams(max_stream=40))
+def test_version_1_files_still_decode(stream: Bitstream) -> None:
+    old = legacy(stream)
+    assert Bitstream.from_bytes(old) == stream
+    assert Bitstream.from_bytes(old).to_bytes() == stream.to_bytes()  # re-encoding writes version 2
 
 
 # ---------------------------------------------------------------------------------- round trips
@@ -175,7 +201,10 @@ def test_from_file_names_the_file(tmp_path) -> None:
     path.write_bytes(kodak(50).to_bytes()[:4])
     with pytest.raises(DecodeError, match=r"broken\.dcb: file truncated") as info:
         Bitstream.from_file(path)
-    assert info.value.offset == 3
+    assert info.value.offset == 4
+    path.write_bytes(kodak(50).to_bytes())
+    with pytest.raises(DecodeError, match=r"broken\.dcb: .*another model .*tag 0x3a"):
+        Bitstream.from_file(path, model_tag=0x3B)
 
 
 def test_repr_is_readable() -> None:
@@ -200,7 +229,11 @@ tricky_bytes = st.lists(st.one_of(TRICKY, st.integers(0, 255)), max_size=40).map
 
 
 @PROPERTY
-@given(data=st.one_of(st.binary(max_size=48), tricky_bytes.map(lambda b: b"\xd1" + b)))
+@given(
+    data=st.one_of(
+        st.binary(max_size=48), tricky_bytes.map(lambda b: b"\xd1" + b), tricky_bytes.map(v2)
+    )
+)
 def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     parse_or_error(data)
 
@@ -227,29 +260,45 @@ def test_edited_encodings_decode_or_raise_decode_error(stream: Bitstream, edits:
 
 @FEW
 @given(stream=bitstreams(max_stream=40))
-def test_truncation_before_the_last_stream_raises(stream: Bitstream) -> None:
+def test_every_truncation_raises(stream: Bitstream) -> None:
     data = stream.to_bytes()
-    start = last_stream_start(stream)
-    for length in range(start + 1):  # cuts into header, side info, lengths, non-last streams; or empty last
+    for length in range(len(data)):  # the last stream included: the check ends the file
         with pytest.raises(DecodeError):
-            Bitstream.from_bytes(data[:length])
-    for length in range(start + 1, len(data)):  # a shorter last stream is invisible to the container
-        cut = Bitstream.from_bytes(data[:length])
-        assert cut.streams[:-1] == stream.streams[:-1]
-        assert cut.streams[-1] == stream.streams[-1][: length - start]
+            Bitstream.from_bytes(data[:length], stream.model_tag)
 
 
 @PROPERTY
-@given(stream=bitstreams(max_stream=40), bit=st.integers(0, 10**6))
-def test_flipped_header_bits_raise_or_parse_differently(stream: Bitstream, bit: int) -> None:
+@given(stream=bitstreams(max_stream=40), bits=st.lists(st.integers(0, 10**6), min_size=1, max_size=3))
+def test_flipped_bits_anywhere_raise(stream: Bitstream, bits: list[int]) -> None:
+    """CRC-16 catches every error of 1 to 3 bits after byte 0 (magic + version, tested below); without
+    the model's tag the file verifies at most under another tag, so it never parses back the same."""
     data = bytearray(stream.to_bytes())
-    bit %= 8 * stream.header_bytes  # the lengths are written right before the payload
-    data[bit // 8] ^= 1 << (bit % 8)
+    flips = {8 + bit % (8 * len(data) - 8) for bit in bits}
+    for bit in flips:
+        data[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(DecodeError, match=r"checksum mismatch|another model"):
+        Bitstream.from_bytes(bytes(data), stream.model_tag)
     parsed = parse_or_error(bytes(data))
-    assert parsed is None or parsed != stream
+    assert parsed is None or parsed.model_tag != stream.model_tag
 
 
-HEAD = bytes([0xD1, 0x3A])  # magic + version, model tag
+@pytest.mark.parametrize("bit", range(8))
+def test_a_flipped_magic_or_version_bit_raises(bit: int) -> None:
+    data = bytearray(kodak(57).to_bytes())
+    data[0] ^= 1 << bit
+    with pytest.raises(DecodeError, match=r"not a diffcodec file|unsupported format version"):
+        Bitstream.from_bytes(bytes(data))
+
+
+def test_a_file_verifies_only_with_its_tag() -> None:
+    data = kodak(57).to_bytes()
+    assert [tag for tag in range(256) if parse_or_error(data, tag) is not None] == [0x3A]
+    with pytest.raises(DecodeError, match="checksum mismatch") as info:
+        Bitstream.from_bytes(data + b"\x00")
+    assert info.value.offset == len(data) - 1
+
+
+HEAD = bytes([0xD1, 0x3A])  # version 1: magic + version, model tag
 
 
 @pytest.mark.parametrize(
@@ -257,7 +306,8 @@ HEAD = bytes([0xD1, 0x3A])  # magic + version, model tag
     [
         (b"", "empty", 0),
         (b"\x89PNG\r\n", "not a diffcodec file", 0),
-        (b"\xd2\x00\x00\x00x", "unsupported format version 2", 0),
+        (b"\xd3\x00\x00\x00x", "unsupported format version 3", 0),
+        (b"\xd2\x00\x00", "shorter than the smallest file", 3),
         (HEAD, "truncated", 2),
         (HEAD + b"\x00", "truncated inside the dimensions", 3),
         (HEAD + b"\x00\x80\x00x", "not minimal", 3),
@@ -286,6 +336,10 @@ def test_malformed_files_say_what_and_where(data: bytes, message: str, offset: i
     assert info.value.offset == offset
     assert f"byte offset {offset}" in str(info.value)
     assert isinstance(info.value, ValueError)
+    if data.startswith(HEAD) and len(data) >= 5:  # the same body as a version-2 file with a valid check
+        with pytest.raises(DecodeError, match=re.escape(message)) as info:
+            Bitstream.from_bytes(v2(data[2:]), 0x3A)
+        assert info.value.offset == offset - 1
 
 
 def test_huge_claimed_sizes_allocate_nothing_large() -> None:
@@ -294,6 +348,7 @@ def test_huge_claimed_sizes_allocate_nothing_large() -> None:
         HEAD + b"\x20\x00\x01\x20\xff\xff\xff\xff\x0f" + bytes(64),  # 4 GB of side bytes
         HEAD + b"\xc0\x00\xff\xff\xff\xff\x0f\xff\xff\xff\xff\x0f\x01" + bytes(64),  # 4 GB streams
     ]
+    claims += [v2(data[2:]) for data in claims]
     tracemalloc.start()
     try:
         for data in claims:

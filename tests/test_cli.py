@@ -78,7 +78,49 @@ def test_several_inputs_go_to_the_out_dir(capsys, tmp_path: Path, model_dir: Pat
     assert all(Bitstream.from_file(p).rung == 0 for p in dcbs)  # 0.4 bpp → the nearest rung, 0.5
     code, out, _ = run(capsys, "decompress", *dcbs, "-m", model_dir, "--out-dir", tmp_path / "png")
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["kodim01.png", "kodim23.png"]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["kodim01.rec.png", "kodim23.rec.png"]
+
+
+# ------------------------------------------------------------------------------------------ safe writes
+def test_decompress_next_to_the_original_never_replaces_it(tmp_path: Path, kodim23: Path) -> None:
+    """The reported data loss, in a fresh process: `decompress photo.dcb` next to photo.png."""
+    photo = tmp_path / "photo.png"
+    with Image.open(kodim23) as full:
+        full.crop((256, 128, 384, 224)).save(photo)
+    original = photo.read_bytes()
+
+    def diffcodec(*argv: str | Path) -> subprocess.CompletedProcess:  # the bundled model: a fresh process
+        command = [sys.executable, "-m", "diffcodec.cli", *map(str, argv), "-m", "oscar-small"]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    assert diffcodec("compress", "photo.png", "-q", "0").returncode == 0
+    assert diffcodec("decompress", "photo.dcb").returncode == 0
+    assert photo.read_bytes() == original
+    with Image.open(tmp_path / "photo.rec.png") as reconstruction:
+        assert reconstruction.size == (128, 96)
+    again = diffcodec("decompress", "photo.dcb")
+    assert again.returncode == 2 and "photo.rec.png exists; pass --force" in again.stderr
+    assert diffcodec("decompress", "photo.dcb", "--force").returncode == 0
+    assert diffcodec("decompress", "photo.dcb", "-o", "photo.dcb", "--force").returncode == 2
+    assert photo.read_bytes() == original and Bitstream.from_file(tmp_path / "photo.dcb").rung == 0
+
+
+def test_inputs_are_never_outputs_and_outputs_need_force(
+    capsys, tmp_path: Path, model_dir: Path, kodim23: Path
+) -> None:
+    photo = tmp_path / "x.png"
+    photo.write_bytes(kodim23.read_bytes())
+    for extra in ([], ["--force"]):
+        code, _, err = run(capsys, "compress", photo, "-m", model_dir, "-o", photo, *extra)
+        assert code == 2 and "is one of the inputs" in err
+    assert photo.read_bytes() == kodim23.read_bytes()
+    dcb = tmp_path / "x.dcb"
+    dcb.write_bytes(b"an older file")
+    code, _, err = run(capsys, "compress", photo, "-m", model_dir, "-o", dcb)
+    assert code == 2 and "exists; pass --force" in err and dcb.read_bytes() == b"an older file"
+    assert run(capsys, "compress", photo, "-m", model_dir, "-o", dcb, "--force")[0] == 0
+    assert Bitstream.from_file(dcb).width == 768
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dcb", "x.png"]  # no temporary file left
 
 
 # ------------------------------------------------------------------------------------------ exit codes
@@ -155,9 +197,14 @@ def test_zoo_table_and_json(capsys) -> None:
     header, *rows = out.splitlines()
     assert header.split() == ["NAME", "METHOD", "RATES", "(bpp)", "LICENCE", "LOCAL", "WEIGHTS", "STATUS"]
     oscar = next(row for row in rows if row.startswith("oscar "))
-    assert "0.0019..0.125 (8)" in oscar and "ready" in oscar and "unspecified" in oscar
+    assert "0.0019..0.125 (8)" in oscar and "unspecified" in oscar
+    assert oscar.endswith(("not downloaded  downloads on first load", "cached          ready"))
     onedc = next(row for row in rows if row.startswith("onedc "))
     assert "not on the hub" in onedc and "cc-by-nc-sa-4.0" in onedc
+    assert onedc.endswith("convert the official checkpoint")
+    cadc = next(row for row in rows if row.startswith("cadc "))
+    assert cadc.endswith("no weights released") and "ready" not in cadc
+    assert next(row for row in rows if row.startswith("cadc-small ")).endswith("bundled         ready")
     code, out, _ = run(capsys, "zoo", "--json")
     entries = {e["name"]: e for e in json.loads(out)}
     assert entries["oscar"]["hub_id"] == "jinpeig/OSCAR" and "local_weights" in entries["oscar"]

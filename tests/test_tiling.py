@@ -131,7 +131,9 @@ def test_convolutions_tile_almost_exactly_when_the_overlap_covers_the_receptive_
 @pytest.fixture(scope="module")
 def backbone() -> OneStepBackbone:
     torch.manual_seed(0)
-    return OneStepBackbone.from_config(**tiny_configs(), conditioning="learned", conv_in_channels=8)
+    return OneStepBackbone.from_config(
+        **tiny_configs(), conditioning="learned", conv_in_channels=8, tile="always"
+    )  # tiles above the tile size, whatever the memory (the default "auto": test_tile_policy.py)
 
 
 def test_tiled_vae_decode_bounds_inputs_and_matches_untiled(backbone):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from diffcodec.codecs.base import BaseModelRef, Codec
 from diffcodec.data import ImageFolderDataModule
+from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.training import (
     Cosine,
     GradientAccumulation,
@@ -179,6 +180,7 @@ class BaseBuiltCodec(Codec):
         with torch.no_grad():
             for p in self.base.parameters():
                 p.copy_(torch.randn(p.shape, generator=generator))
+        record_base_weights(self.base)  # as if loaded from "test/base"
         self.base.requires_grad_(False)
         self.adapter = nn.Conv2d(width, 3, 1)
         self.with_base_ref = with_base_ref
@@ -189,9 +191,6 @@ class BaseBuiltCodec(Codec):
 
     def base_model_ref(self) -> BaseModelRef | None:
         return BaseModelRef("test/base", "0" * 40) if self.with_base_ref else None
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("base.",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.adapter(self.base(x))

@@ -20,7 +20,7 @@ the container, error handling, eval and inference mode — lives here once.
 from __future__ import annotations
 
 import math
-import zlib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,10 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 
-from diffcodec.bitstream import Bitstream, DecodeError, SideValue
-from diffcodec.imageio import ImageLike, pad_to_multiple, to_pil, to_tensor
+from diffcodec.bitstream import Bitstream, DecodeError, SideValue, model_tag
+from diffcodec.imageio import ImageLike, pad_to, to_pil, to_tensor
+from diffcodec.nn import base_weights as _base_weights
+from diffcodec.nn.memory import check_tile_mode
 from diffcodec.zoo import hub as _hub
 
 
@@ -92,11 +94,6 @@ class Hyperparameters(dict):
             raise AttributeError(name) from None
 
 
-def model_tag(model_id: str) -> int:
-    """The 8-bit tag written into every file: low byte of CRC-32 of the model identifier."""
-    return zlib.crc32(model_id.encode("utf-8")) & 0xFF
-
-
 class Codec(
     torch.nn.Module,
     PyTorchModelHubMixin,
@@ -118,7 +115,7 @@ class Codec(
     ``model.safetensors`` + ``config.json`` + a model card, ``from_pretrained(dir or "org/name",
     revision=)`` rebuilds the codec without knowing its class in advance, ``push_to_hub`` uploads. The
     constructor arguments are recorded at construction and must be JSON values (or dataclasses of them).
-    Frozen base-model weights (:meth:`base_weight_prefixes`) are not written when the codec names its
+    Unchanged base-model weights (:meth:`base_weight_keys`) are not written when the codec names its
     base model (:meth:`base_model_ref`); the constructor re-loads them. See ``diffcodec/zoo/hub.py``.
 
     Instance state:
@@ -203,7 +200,15 @@ class Codec(
             if not math.isfinite(bpp) or bpp <= 0:
                 raise ValueError(f"bpp must be a positive number, got {bpp}")
             # nearest in log-rate: rungs are roughly geometric
-            return min(range(self.num_rungs), key=lambda k: abs(math.log(self.rates[k] / bpp)))
+            rung = min(range(self.num_rungs), key=lambda k: abs(math.log(self.rates[k] / bpp)))
+            if not self.rates[0] <= bpp <= self.rates[-1]:
+                warnings.warn(
+                    f"bpp={bpp:g} is outside {self.model_id}'s ladder ({self.rates[0]:g}..{self.rates[-1]:g} "
+                    f"bpp); using the nearest rung, quality={rung} ({self.rates[rung]:g} bpp)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return rung
         if quality is None:
             return self._rung
         if isinstance(quality, bool) or not isinstance(quality, int):
@@ -224,6 +229,27 @@ class Codec(
             self._rung = rung
         return rung
 
+    def __repr__(self) -> str:
+        """A one-screen summary: method, rungs and their rates, parameters, device, dtype, weights' origin.
+
+        The full module tree is ``torch.nn.Module.__repr__(codec)``.
+        """
+        parameters = list(self.parameters())
+        count = sum(p.numel() for p in parameters)
+        trainable = sum(p.numel() for p in parameters if p.requires_grad)
+        devices = sorted({str(p.device) for p in parameters}) or ["-"]
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in parameters}) or ["-"]
+        rungs = ", ".join(f"{k}: {rate:g}" for k, rate in enumerate(self.rates))
+        lines = [
+            f"{type(self).__name__}(model_id={self.model_id!r}, method={self.method!r})",
+            f"  rungs       {self.num_rungs} (quality: nominal bpp) {rungs}; active {self.quality}",
+            f"  parameters  {_millions(count)} ({_millions(trainable)} trainable)",
+            f"  device      {', '.join(devices)}",
+            f"  dtype       {', '.join(dtypes)}",
+            f"  weights     {self.__dict__.get('_weights_from') or 'built in this process (not loaded)'}",
+        ]
+        return "\n".join(lines)
+
     def _activate_rung(self, rung: int) -> None:
         """Hook for methods whose rungs have separate weights. Single-model ladders do nothing."""
 
@@ -242,7 +268,7 @@ class Codec(
 
     # ------------------------------------------------------------------ real coding (methods)
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:  # pragma: no cover - abstract
-        """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung``."""
+        """Entropy-code one padded image (1, 3, H, W) in [0, 1] at ``rung`` (batches are split before)."""
         raise NotImplementedError
 
     def _decompress(
@@ -251,56 +277,102 @@ class Codec(
         """Rebuild the padded image (1, 3, H, W) in [0, 1] from the payload."""
         raise NotImplementedError
 
+    def _original_side(self, x: torch.Tensor) -> dict[int, SideValue]:
+        """Side information computed from the original, unpadded image (1, 3, H, W); default none."""
+        return {}
+
+    def _finish_decoding(self, x_hat: torch.Tensor, side: Mapping[int, SideValue]) -> torch.Tensor:
+        """Last step on the cropped reconstruction (1, 3, H, W), on the CPU (e.g. a colour fix)."""
+        return x_hat
+
     def _prepare_for_coding(self) -> None:
         """Hook run before coding (e.g. building CDF tables); methods override, must be idempotent."""
 
     # ------------------------------------------------------------------ real coding (public)
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image of ``height`` × ``width`` is coded at: the next multiples of ``pad_multiple``,
+        widened (by further multiples) where :meth:`_single_position_stride` needs two positions."""
         m = self.pad_multiple
-        return (-(-height // m) * m, -(-width // m) * m)
+        padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
+        stride = self._single_position_stride()
+        while stride and -(-padded_h // stride) * -(-padded_w // stride) < 2:
+            padded_w += m
+        return padded_h, padded_w
 
-    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
-        """Compress one image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
+    def _single_position_stride(self) -> int | None:
+        """The pixel stride of a feature map that must hold at least two positions, or None (default).
 
-        ``quality`` (rung index) or ``bpp`` (nearest rung) select the rate; the default is the active
-        rung. Any H and W are accepted: the image is padded, never resized.
+        A network whose GroupNorms hold one channel per group (small configs) cannot normalise a 1 × 1
+        map (GroupNorm of a single value is undefined): methods return the stride of its deepest map
+        (see :func:`has_single_channel_groups`). Official widths never need it.
         """
-        x = to_tensor(image).to(self.device)
-        height, width = x.shape[-2:]
+        return None
+
+    def compress(
+        self,
+        image: ImageLike | Sequence[ImageLike],
+        quality: int | None = None,
+        bpp: float | None = None,
+    ) -> Bitstream | list[Bitstream]:
+        """Compress an image (path, PIL image, or (1|3, H, W) tensor in [0, 1]) to a :class:`Bitstream`.
+
+        A list of images, or a (B, 3, H, W) tensor with B > 1, gives a list with one :class:`Bitstream` per
+        image, each identical to compressing that image alone (images may differ in size).
+        ``quality`` (rung index) or ``bpp`` (nearest rung) select the rate; the default is the active
+        rung. Any H and W from 1 × 1 up are accepted: the image is padded, never resized.
+        """
+        if isinstance(image, (list, tuple)):
+            return self._compress_each([to_tensor(item) for item in image], quality, bpp)
+        if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] > 1:
+            return self._compress_each([to_tensor(item) for item in image.unbind(0)], quality, bpp)
+        return self._compress_each([to_tensor(image)], quality, bpp)[0]
+
+    def _compress_each(
+        self, images: Sequence[torch.Tensor], quality: int | None, bpp: float | None
+    ) -> list[Bitstream]:
+        """One file per (1, 3, H, W) image, each coded on its own (so exactly as when coded alone)."""
         rung = self.set_rung(quality, bpp)
+        tag = model_tag(self.model_id)
+        streams = []
         with _eval_mode(self):
             with torch.no_grad():  # tables are built outside inference mode: they stay normal buffers
                 self._prepare_for_coding()
-            with torch.inference_mode():
-                encoded = self._compress(pad_to_multiple(x, self.pad_multiple, self.pad_mode), rung)
-        return Bitstream(
-            model_tag=model_tag(self.model_id),
-            rung=rung,
-            height=int(height),
-            width=int(width),
-            side=dict(encoded.side),
-            streams=list(encoded.streams),
-        )
+            for x in images:
+                height, width = (int(size) for size in x.shape[-2:])
+                padded = pad_to(x.to(self.device), *self.padded_size(height, width), mode=self.pad_mode)
+                padded = padded.contiguous()  # one layout (see to_tensor): the same bits from any source
+                with torch.inference_mode():
+                    encoded = self._compress(padded, rung)
+                side, payload = {**encoded.side, **self._original_side(x)}, list(encoded.streams)
+                streams.append(Bitstream(tag, rung, height, width, side=side, streams=payload))
+        return streams
 
     def decompress(
-        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
-    ) -> Image.Image | torch.Tensor:
+        self,
+        stream: Bitstream | bytes | str | Sequence[Bitstream | bytes | str],
+        output: Literal["pil", "tensor"] = "pil",
+    ) -> Image.Image | torch.Tensor | list[Image.Image | torch.Tensor]:
         """Decode a :class:`Bitstream` (or its bytes, or a file path) to a PIL image or a (1,3,H,W) tensor.
 
-        Raises :class:`~diffcodec.bitstream.DecodeError` for a malformed file or one written by
-        another model.
+        A list of them gives a list of images. Raises :class:`~diffcodec.bitstream.DecodeError` for a
+        malformed file or one written by another model.
         """
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
+        if isinstance(stream, (list, tuple)):
+            return [self.decompress(item, output) for item in stream]
         if output not in ("pil", "tensor"):
             raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
         expected = model_tag(self.model_id)
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = Bitstream.from_bytes(bytes(stream), expected)  # the check must verify with our tag
+        elif not isinstance(stream, Bitstream):
+            stream = Bitstream.from_file(stream, expected)
         if stream.model_tag != expected:
+            from diffcodec.zoo.identify import tag_owners
+
             raise DecodeError(
-                f"this file was written by another model (tag 0x{stream.model_tag:02x}); "
-                f"{self.model_id!r} has tag 0x{expected:02x}. Load the model that wrote it."
+                f"this file was written by another model (tag 0x{stream.model_tag:02x}: "
+                f"{tag_owners(stream.model_tag)}); {self.model_id!r} has tag 0x{expected:02x}. "
+                "Load the model that wrote it."
             )
         if not 0 <= stream.rung < self.num_rungs:
             raise DecodeError(f"rung {stream.rung} is not on {self.model_id}'s ladder of {self.num_rungs}")
@@ -318,46 +390,53 @@ class Codec(
             except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
                 reason = f"{type(error).__name__}: {error}"
                 raise DecodeError(f"the payload could not be decoded ({reason})") from error
-        x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0)
-        return to_pil(x_hat) if output == "pil" else x_hat.float().cpu()
+        x_hat = x_hat[..., : stream.height, : stream.width].clamp(0.0, 1.0).float().cpu()
+        with torch.no_grad():
+            x_hat = self._finish_decoding(x_hat, stream.side)
+        return to_pil(x_hat) if output == "pil" else x_hat
 
     def roundtrip(self, image: ImageLike, quality: int | None = None) -> tuple[Bitstream, torch.Tensor]:
         """Compress and decompress; returns the stream and the (1, 3, H, W) reconstruction."""
         stream = self.compress(image, quality=quality)
         return stream, self.decompress(stream.to_bytes(), output="tensor")
 
+    # ------------------------------------------------------------------ tiling
+    @property
+    def tile(self) -> str:
+        """When the backbone tiles a pass larger than its tile: "auto" (default: only when the untiled pass
+        would not fit the device's memory budget), "never" or "always"; see ``diffcodec/nn/memory.py``.
+        A runtime setting (not saved). Codecs without a diffusion backbone have nothing to tile: for them
+        it reads "never" whatever is set."""
+        return getattr(getattr(self, "backbone", None), "tile", "never")
+
+    @tile.setter
+    def tile(self, mode: str) -> None:
+        mode = check_tile_mode(mode)
+        backbone = getattr(self, "backbone", None)
+        if hasattr(backbone, "tile"):
+            backbone.tile = mode
+
     # ------------------------------------------------------------------ weights and the hub
     def base_model_ref(self) -> BaseModelRef | None:
         """The pretrained base model this codec was built from (hub id + revision + licence), or None.
 
         Methods built on a hub model return it (usually from their constructor arguments). Only when it
-        is set are the :meth:`base_weight_prefixes` weights left out of ``model.safetensors``.
+        is set are the :meth:`base_weight_keys` weights left out of ``model.safetensors``.
         """
         return None
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes under which the frozen base-model weights live (default: none).
+    def base_weight_keys(self, state: Mapping[str, torch.Tensor] | None = None) -> set[str]:
+        """The entries of ``state`` (default: the complete state dict) that are frozen base-model weights.
 
-        E.g. ``("backbone.",)``. Base weights are not saved when :meth:`base_model_ref` is set: the
-        constructor re-loads them, and a fingerprint in config.json checks that the re-loaded weights are
-        the ones the codec was trained with. Within a prefix, :meth:`is_base_weight` asks the submodule
-        (``OneStepBackbone.is_base_key`` keeps LoRA, a widened ``conv_in`` and learned embeddings);
-        for other modules every tensor is base except peft adapter tensors (``.lora_A.``, …).
+        The one rule (:mod:`diffcodec.nn.base_weights`): a tensor is a base weight when it was recorded
+        as loaded from the base model and is still bit-identical to it. Only those are left out of
+        checkpoints (and only when :meth:`base_model_ref` is set); a fingerprint in config.json checks that
+        the re-loaded ones are the ones the codec was trained with. Widened or trained layers, LoRA and new
+        modules are always written.
         """
-        return ()
-
-    def is_base_weight(self, key: str) -> bool:
-        """Whether state-dict entry ``key`` is a frozen base-model weight (:meth:`base_weight_prefixes`)."""
-        for prefix in self.base_weight_prefixes():
-            if key.startswith(prefix):
-                try:
-                    owner = self.get_submodule(prefix.rstrip("."))
-                except AttributeError:  # a prefix that is not a whole module path
-                    owner = None
-                if owner is not None and callable(getattr(owner, "is_base_key", None)):
-                    return bool(owner.is_base_key(key[len(prefix) :]))
-                return not _hub.is_adapter_key(key)
-        return False
+        if self.base_model_ref() is None:
+            return set()
+        return _base_weights.base_weight_keys(self, _hub.full_state_dict(self) if state is None else state)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` (without the base weights) and ``config.json`` (mixin hook)."""
@@ -418,7 +497,7 @@ class Codec(
         **model_kwargs: Any,
     ) -> Codec:
         """Mixin hook: resolve the class named in config.json, build it, load the weights."""
-        return _hub.load_codec(
+        codec = _hub.load_codec(
             cls,
             model_id,
             revision=revision,
@@ -430,6 +509,13 @@ class Codec(
             strict=strict,
             **model_kwargs,
         )
+        where = str(Path(model_id).resolve()) if Path(model_id).is_dir() else f"hub {model_id}"
+        codec.__dict__["_weights_from"] = where + (f" @ {revision}" if revision else "")
+        return codec
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f} M" if count >= 10_000 else str(count)
 
 
 class _eval_mode:
@@ -444,6 +530,11 @@ class _eval_mode:
 
     def __exit__(self, *exc: object) -> None:
         self.module.train(self.was_training)
+
+
+def has_single_channel_groups(module: torch.nn.Module) -> bool:
+    """Whether any GroupNorm in ``module`` holds one channel per group (see ``_single_position_stride``)."""
+    return any(isinstance(m, torch.nn.GroupNorm) and m.num_channels == m.num_groups for m in module.modules())
 
 
 def check_side(side: Mapping[int, SideValue], required: Sequence[int]) -> None:

@@ -46,6 +46,11 @@ class ValidationFolderMixin:
         return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=min(self.num_workers, 2))
 
 
+def under_root(root: str | os.PathLike | None, path: str | os.PathLike) -> str:
+    """``path`` inside ``root`` when it is relative and a root is given; otherwise ``path`` as it is."""
+    return str(path) if root is None else os.path.join(os.fspath(root), os.fspath(path))
+
+
 def world_of(module: L.LightningDataModule) -> tuple[int, int]:
     """``(rank, world_size)`` of the trainer the DataModule is attached to; ``(0, 1)`` without one."""
     trainer = module.trainer
@@ -65,6 +70,9 @@ class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
     Args:
         train_dir: training folder (recursive; any format Pillow reads; converted to RGB).
         val_dir: validation folder evaluated at full resolution, or None.
+        root: the data folder that relative ``train_dir`` / ``val_dir`` are under (``--data.root DIR``
+            on the command line; the recipes name ``photos`` / ``kodak`` or the paper's sets inside it).
+            None: relative paths are taken from the working directory.
         crops: crop size, :class:`~diffcodec.data.crops.Crop`, or a crop mix (list), see that module.
         flips: ``"none"``, ``"horizontal"``, ``"both"`` or ``"dihedral"``.
         min_size: images smaller than a crop are ``"upscale"`` d, ``"skip"`` ped, or ``"pad"`` ded.
@@ -93,10 +101,12 @@ class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
         val_pad_multiple: int | None = None,
         val_max_images: int | None = None,
         pin_memory: bool = True,
+        root: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
-        self.train_dir = str(train_dir)
-        self.val_dir = None if val_dir is None else str(val_dir)
+        self.root = None if root is None else str(root)
+        self.train_dir = under_root(root, train_dir)
+        self.val_dir = None if val_dir is None else under_root(root, val_dir)
         self.crops = as_crops(crops)
         self.flips = flips
         self.min_size = min_size
@@ -110,6 +120,13 @@ class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
         self.train_set: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        for name in ("train_dir", "val_dir") if stage in (None, "fit") else ("val_dir",):
+            folder = getattr(self, name)
+            if folder is not None and not os.path.isdir(folder) and self.root is None:
+                raise FileNotFoundError(
+                    f"{name} {folder!r} is not a folder; pass the data folder with --data.root DIR "
+                    f"(relative {name} paths are inside it) or give {name} in full"
+                )
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = ImageFolder(
                 self.train_dir,

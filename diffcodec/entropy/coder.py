@@ -41,6 +41,7 @@ from torch import Tensor
 
 from diffcodec.bitstream import DecodeError
 from diffcodec.entropy.tables import CdfTable
+from diffcodec.timing import timed
 
 __all__ = ["SymbolDecoder", "SymbolEncoder", "decode_symbols", "encode_symbols"]
 
@@ -93,6 +94,7 @@ class SymbolEncoder:
         self._coder = constriction.stream.queue.RangeEncoder()
         self._data: bytes | None = None
 
+    @timed("entropy")
     def encode(self, symbols: Tensor | np.ndarray, indexes: Tensor | np.ndarray, table: CdfTable) -> None:
         """Append ``symbols`` (any shape, int32 range) coded with table rows ``indexes`` (same shape)."""
         if self._data is not None:
@@ -133,6 +135,7 @@ class SymbolEncoder:
         if payload.size:
             self._coder.encode(payload.astype(np.int32), model)
 
+    @timed("entropy")
     def finish(self) -> bytes:
         """The stream's bytes (trailing zero bytes dropped). Further calls return the same bytes."""
         if self._data is None:
@@ -166,6 +169,7 @@ class SymbolDecoder:
         self._decoder = constriction.stream.queue.RangeDecoder(words)
         self._finished = False
 
+    @timed("entropy")
     def decode(self, indexes: Tensor | np.ndarray, table: CdfTable) -> np.ndarray:
         """Decode the symbols of one ``encode`` call: an int32 array shaped like ``indexes``."""
         if self._finished:

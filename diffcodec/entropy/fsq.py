@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from diffcodec.entropy.ops import ste_round
 from diffcodec.entropy.vq import index_bits, pack_indices, packed_size, unpack_indices
+from diffcodec.timing import timed
 
 __all__ = ["FSQ"]
 
@@ -125,10 +126,12 @@ class FSQ(nn.Module):
         """Bytes of :meth:`pack` for ``count`` indices: ⌈count·bits/8⌉."""
         return packed_size(count, self.codebook_size)
 
+    @timed("entropy")
     def pack(self, indices: Tensor | np.ndarray) -> bytes:
         """Row-major indices (one image) as ``index_bits``-bit big-endian fields (``onedc.md`` §3.3)."""
         return pack_indices(indices, self.codebook_size, padding=self.padding)
 
+    @timed("entropy")
     def unpack(self, data: bytes, shape: Sequence[int]) -> Tensor:
         """Inverse of :meth:`pack`: an int64 tensor of ``shape`` (e.g. ``(1, h, w)``).
 

@@ -30,8 +30,9 @@ quantiser ``Q`` of a step:
 - :meth:`~QuadtreeContextModel.compress` — rounding; the step's symbols are written to the stream;
 - :meth:`~QuadtreeContextModel.decompress` — the step's symbols are read back from the stream.
 
-Real coding runs under :func:`strict_fp32` (no TF32, deterministic cuDNN), so that a file decodes on
-another GPU exactly as it was encoded.
+Real coding runs on the parameter path of :mod:`~diffcodec.entropy.determinism` (CPU float32, one
+thread, one image at a time, :func:`strict_fp32`), so that a file decodes on any device, thread count or
+batch exactly as it was encoded.
 
 Symbol order (spec §5.6): at step k the masked symbols and their CDF indexes are "squeezed" from C to C/4
 channels (at each position the one group coded at this step), then flattened row-major ``(c, h, w)``. The four
@@ -49,11 +50,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from diffcodec.entropy.coder import SymbolDecoder, SymbolEncoder
+from diffcodec.entropy.determinism import cpu_replica, parameter_mode, to_parameter_device
 from diffcodec.entropy.gaussian import GaussianConditional
 from diffcodec.entropy.ops import ste_round
 from diffcodec.nn.blocks import LRP, Adapter, BasicBlock
@@ -258,50 +259,68 @@ class QuadtreeContextModel(nn.Module):
 
     # ------------------------------------------------------------------ real coding
     def compress(self, y: Tensor, params: Tensor) -> dict[str, Any]:
-        """Entropy-code y in four steps, one stream per image; also returns the decoder's ŷ."""
+        """Entropy-code y in four steps, one stream per image; also returns the decoder's ŷ.
+
+        The recursion runs on the parameter path (:mod:`~diffcodec.entropy.determinism`: CPU float32,
+        one thread, image by image), so any machine's :meth:`decompress` rebuilds the same CDF indexes.
+        """
         self._check(y, params)
-        gaussian = self.gaussian_conditional
+        model = cpu_replica(self)
+        gaussian = model.gaussian_conditional
         table = gaussian.cdf_table()
-        encoders = [SymbolEncoder() for _ in range(y.shape[0])]
+        strings, y_hats = [], []
+        with parameter_mode():
+            for y_item, params_item in zip(y.split(1), params.split(1)):
+                y_item = to_parameter_device(y_item, model)
+                encoder = SymbolEncoder()
 
-        def quantize(step: int, mask: Tensor, means: Tensor | None, scales: Tensor) -> Tensor:
-            symbols = gaussian.quantize(y, "symbols", means)
-            indexes = gaussian.build_indexes(scales)
-            symbols_k = squeeze_groups(symbols, mask).cpu().numpy()
-            indexes_k = squeeze_groups(indexes, mask).cpu().numpy()
-            for encoder, item_symbols, item_indexes in zip(encoders, symbols_k, indexes_k):
-                encoder.encode(item_symbols, item_indexes, table)
-            return _dequantize(symbols, means, mask)
+                def quantize(
+                    step: int, mask: Tensor, means: Tensor | None, scales: Tensor, y_item: Tensor = y_item,
+                    encoder: SymbolEncoder = encoder,
+                ) -> Tensor:  # fmt: skip
+                    symbols = gaussian.quantize(y_item, "symbols", means)
+                    indexes = gaussian.build_indexes(scales)
+                    encoder.encode(squeeze_groups(symbols, mask)[0], squeeze_groups(indexes, mask)[0], table)
+                    return _dequantize(symbols, means, mask)
 
-        with strict_fp32():
-            y_hat = self._run(params, quantize)
-        strings = [encoder.finish() for encoder in encoders]
+                y_hats.append(model._run(to_parameter_device(params_item, model), quantize))
+                strings.append(encoder.finish())
+        y_hat = torch.cat(y_hats).to(device=y.device, dtype=y.dtype)
         return {"strings": [strings], "shape": tuple(y.shape[-2:]), "y_hat": y_hat}
 
     def decompress(
         self, strings: Sequence[Sequence[bytes]], shape: Sequence[int], params: Tensor
     ) -> dict[str, Any]:
-        """Decode ŷ from ``compress``'s strings, given ``params`` (the hyperprior output) on the y grid."""
+        """Decode ŷ from ``compress``'s strings, given ``params`` (the hyperprior output) on the y grid.
+
+        Runs on the parameter path like :meth:`compress`; ŷ is returned as float32 on this module's device
+        (``params`` may be on the CPU already: :func:`~diffcodec.entropy.determinism.parameter_net`).
+        """
         if len(strings) != 1:
             raise ValueError(f"expected one list of y strings, got {len(strings)}")
         (y_strings,) = strings
         if params.dim() != 4 or tuple(params.shape[-2:]) != tuple(shape) or params.shape[0] != len(y_strings):
             raise ValueError(f"params {tuple(params.shape)} must be (B={len(y_strings)}, C, *{tuple(shape)})")
-        gaussian = self.gaussian_conditional
+        model = cpu_replica(self)
+        gaussian = model.gaussian_conditional
         table = gaussian.cdf_table()
-        decoders = [SymbolDecoder(data) for data in y_strings]
+        y_hats = []
+        with parameter_mode():
+            for data, params_item in zip(y_strings, params.split(1)):
+                decoder = SymbolDecoder(data)
 
-        def quantize(step: int, mask: Tensor, means: Tensor | None, scales: Tensor) -> Tensor:
-            indexes_k = squeeze_groups(gaussian.build_indexes(scales), mask).cpu().numpy()
-            decoded = [decoder.decode(rows, table) for decoder, rows in zip(decoders, indexes_k)]
-            symbols_k = torch.from_numpy(np.stack(decoded)).to(params.device)
-            return _dequantize(unsqueeze_groups(symbols_k, mask), means, mask)
+                def quantize(
+                    step: int, mask: Tensor, means: Tensor | None, scales: Tensor,
+                    decoder: SymbolDecoder = decoder,
+                ) -> Tensor:  # fmt: skip
+                    indexes = squeeze_groups(gaussian.build_indexes(scales), mask)[0]
+                    symbols = torch.from_numpy(decoder.decode(indexes, table))[None].to(mask.device)
+                    return _dequantize(unsqueeze_groups(symbols, mask), means, mask)
 
-        with strict_fp32():
-            y_hat = self._run(params, quantize)
-        for decoder in decoders:
-            decoder.finish()
-        return {"y_hat": y_hat}
+                y_hats.append(model._run(to_parameter_device(params_item, model), quantize))
+                decoder.finish()
+        device = next(self.parameters(), params).device
+        return {"y_hat": torch.cat(y_hats).to(device)}
 
     # ------------------------------------------------------------------ helpers
     def _check(self, y: Tensor, params: Tensor) -> None:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
+from diffcodec.timing import timed
 
 __all__ = [
     "CosineSimCodebook",
@@ -231,6 +232,7 @@ def packed_size(count: int, num_symbols: int) -> int:
     return -(-count * index_bits(num_symbols) // 8)
 
 
+@timed("entropy")
 def pack_indices(
     indices: torch.Tensor | np.ndarray, num_symbols: int, *, padding: Literal["end", "start"] = "end"
 ) -> bytes:
@@ -257,6 +259,7 @@ def pack_indices(
     return np.packbits(stream).tobytes()
 
 
+@timed("entropy")
 def unpack_indices(
     data: bytes, count: int, num_symbols: int, *, padding: Literal["end", "start"] = "end"
 ) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Evaluate and compare codecs: one metric protocol, one runner, anchors, BD-rate, R-D plots, papers' curves.
 
-    from diffcodec.eval import evaluate, PillowAnchor, plot_rd, load_published
-    results = evaluate([("jpeg", PillowAnchor("jpeg")), ("mine", codec)], "kodak/", "runs/kodak")
-    plot_rd([*results.curves(), *load_published("onedc/C")])
+    from diffcodec.eval import compare, plot_crops, plot_rd, load_published
+    result = compare(["oscar-small", "jpeg", "webp"], "kodak/")     # a table of per-rung means
+    plot_rd([*result.curves, *load_published("onedc/C")])
+    plot_crops(result, "kodim23.png")
 
 Modules: :mod:`~diffcodec.eval.metrics` (PSNR, MS-SSIM, LPIPS, DISTS), :mod:`~diffcodec.eval.patch_fid`
 (FID/KID on 256-px patches), :mod:`~diffcodec.eval.runner`, :mod:`~diffcodec.eval.anchors`,
@@ -17,6 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "CodecLike": "protocol",
+    "Comparison": "comparison",
     "Curve": "curves",
     "DISTS": "metrics",
     "EvalConfig": "runner",
@@ -30,6 +32,7 @@ _EXPORTS = {
     "bd_metric": "bdrate",
     "bd_rate": "bdrate",
     "bd_rate_table": "curves",
+    "compare": "comparison",
     "evaluate": "runner",
     "fid_kid": "patch_fid",
     "list_published": "paper_curves",
@@ -37,9 +40,11 @@ _EXPORTS = {
     "load_published": "paper_curves",
     "ms_ssim": "metrics",
     "patch_count": "patch_fid",
+    "plot_crops": "plots",
     "plot_rd": "plots",
     "psnr": "metrics",
     "save_figure": "plots",
+    "Table": "comparison",
 }
 
 __all__ = sorted(_EXPORTS)

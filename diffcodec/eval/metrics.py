@@ -153,6 +153,28 @@ class LPIPS(nn.Module):
         _check_pair(original, reconstruction)
         return self.model(reconstruction, original, normalize=True).flatten()
 
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The unit-normalised trunk activations LPIPS compares (eq. 1's ŷˡ), for (N, 3, H, W) in [0, 1].
+
+        Computed once per reference image, they serve every reconstruction of it (:class:`ImageMetrics`).
+        """
+        import lpips
+
+        outs = self.model.net.forward(self.model.scaling_layer(2 * x - 1))
+        return [lpips.normalize_tensor(outs[k]) for k in range(self.model.L)]
+
+    @torch.inference_mode()
+    def distance(self, reference: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS between two :meth:`features` results: Σ_l mean_hw ‖w_l ⊙ (ŷˡ − ŷ₀ˡ)‖², as ``lpips.LPIPS``."""
+        import lpips
+
+        total: torch.Tensor | int = 0
+        for k, lin in enumerate(self.model.lins):
+            total = total + lpips.spatial_average(lin((other[k] - reference[k]) ** 2), keepdim=True)
+        assert isinstance(total, torch.Tensor)
+        return total.flatten()
+
 
 class DISTS(nn.Module):
     """DISTS (Ding, Ma, Wang & Simoncelli, TPAMI 2020, eqs. 8–10), as the reference ``DISTS_pt``.
@@ -194,7 +216,12 @@ class DISTS(nn.Module):
     def train(self, mode: bool = True) -> DISTS:
         return super().train(False)
 
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The six stages' feature maps of (N, 3, H, W) images in [0, 1] (the image itself first).
+
+        Computed once per reference image, they serve every reconstruction of it (:class:`ImageMetrics`).
+        """
         h = (x - self.mean) / self.std
         feats = [x]
         for stage in self.stages:
@@ -205,7 +232,11 @@ class DISTS(nn.Module):
     @torch.inference_mode()
     def forward(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         _check_pair(original, reconstruction)
-        feats0, feats1 = self._features(original), self._features(reconstruction)
+        return self.distance(self.features(original), self.features(reconstruction))
+
+    @torch.inference_mode()
+    def distance(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor]) -> torch.Tensor:
+        """DISTS (eq. 10) between the :meth:`features` of the original (``feats0``) and another image."""
         c1 = c2 = 1e-6
         total = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha / total, self.channels, dim=1)
@@ -238,6 +269,11 @@ class ImageMetrics:
 
     Networks are built on first use and kept. ``timings`` holds the seconds each metric took in the
     last call. Images are (1, 3, H, W) floats in [0, 1] (or uint8); both are rounded to 8 bits first.
+
+    ``reference_key`` (any string that identifies the original, e.g. its SHA-1) lets LPIPS and DISTS keep
+    the original's features from one call to the next: evaluating several rungs or codecs of the same
+    image then runs the network on the reconstruction only (half the work). The values are identical
+    with and without it. One image's features are kept at a time, so call image by image.
     """
 
     def __init__(self, metrics: Iterable[str] = ("psnr", "ms_ssim", "lpips", "dists"), device: str = "cpu"):
@@ -250,6 +286,7 @@ class ImageMetrics:
             raise ValueError(f"{set_level} are set-level metrics; use diffcodec.eval.patch_fid for them")
         self.device = torch.device(device)
         self._networks: dict[str, nn.Module] = {}
+        self._reference: dict[str, tuple[str, list[torch.Tensor]]] = {}  # network → (key, features)
         self.timings: dict[str, float] = {}
 
     def build(self) -> ImageMetrics:
@@ -270,7 +307,20 @@ class ImageMetrics:
             self._networks[name] = network.to(self.device)
         return self._networks[name]
 
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, float]:
+    def _reference_features(self, name: str, original: torch.Tensor, key: str | None) -> list[torch.Tensor]:
+        cached = self._reference.get(name)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        features = self._network(name).features(original)
+        if key is None:
+            self._reference.pop(name, None)
+        else:
+            self._reference[name] = (key, features)
+        return features
+
+    def __call__(
+        self, original: torch.Tensor, reconstruction: torch.Tensor, reference_key: str | None = None
+    ) -> dict[str, float]:
         _check_pair(original, reconstruction)
         a = to_uint8(original).to(self.device)
         b = to_uint8(reconstruction).to(self.device)
@@ -283,7 +333,9 @@ class ImageMetrics:
             elif name == "ms_ssim":
                 value = ms_ssim(a, b)
             else:
-                value = self._network(name)(a.float() / 255.0, b.float() / 255.0)
+                network = self._network(name)
+                reference = self._reference_features(name, a.float() / 255.0, reference_key)
+                value = network.distance(reference, network.features(b.float() / 255.0))
             values[name] = float(value[0])
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

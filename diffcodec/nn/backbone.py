@@ -42,8 +42,17 @@ from torch import nn
 
 from diffcodec.errors import BaseModelNotFoundError
 from diffcodec.nn import lora as lora_utils
+from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.nn.lora import LoraSpec
+from diffcodec.nn.memory import (
+    TileMode,
+    check_tile_mode,
+    needs_tiles,
+    unet_activation_bytes,
+    vae_activation_bytes,
+)
 from diffcodec.nn.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
+from diffcodec.timing import timed
 
 #: StableCodec §6.3's fixed prompt (also CADC's c_fix), verbatim with the final period.
 DEFAULT_PROMPT = (
@@ -255,6 +264,7 @@ class ExternalTokens(Conditioning):
         return cond.expand(batch_size, -1, -1)
 
 
+@timed("text_encoder")
 def encode_text(tokenizer: Any, text_encoder: nn.Module, texts: Sequence[str]) -> torch.Tensor:
     """CLIP text embedding as in StableCodec §6.3: pad/truncate to the tokenizer's max length, input ids
     only (no attention mask), last hidden state. Returns (len(texts), L, hidden) in the encoder's dtype."""
@@ -300,6 +310,8 @@ def load_component(
 
     ``loader`` is a ``from_pretrained``/``load_config`` bound method (diffusers or transformers).
     Raises :class:`BaseModelNotFoundError` naming the repo, how to download it and how to pass a path.
+    A loaded module's weights are recorded as base weights (:func:`~diffcodec.nn.base_weights.
+    record_base_weights`): checkpoints leave them out while they stay bit-identical.
     """
     name = str(repo_or_path)
     local = _is_local(repo_or_path)
@@ -315,7 +327,7 @@ def load_component(
         if cache_dir is not None:
             options["cache_dir"] = str(cache_dir)
     try:
-        return loader(source, **options)
+        loaded = loader(source, **options)
     except (OSError, HFValidationError) as error:
         where = f"{name!r}" + ("" if local else f" (revision {revision or 'main'})")
         hint = (
@@ -326,6 +338,7 @@ def load_component(
         raise BaseModelNotFoundError(
             f"could not load the {subfolder or 'model'} of {where}: {type(error).__name__}: {error}\n{hint}"
         ) from error
+    return record_base_weights(loaded) if isinstance(loaded, nn.Module) else loaded
 
 
 # ---------------------------------------------------------------------------------------------- backbone
@@ -342,6 +355,8 @@ class OneStepBackbone(nn.Module):
         conv_in_channels: if set and different from the U-Net's, ``conv_in`` is replaced by a fresh
             Conv2d(conv_in_channels → block_out_channels[0]) (StableCodec §6.1, OneDC §4.1).
         latent_tiling, vae_tiling: tiling settings (None disables); see :mod:`diffcodec.nn.tiling`.
+        tile: when a pass larger than its tile is tiled: "auto" (only when the untiled pass would not fit
+            the device's memory budget), "never" or "always"; see :mod:`diffcodec.nn.memory`.
         vae_attention_window: windowed VAE mid-block attention (OneDC §5: 16); None = global.
         persist_base: include the frozen base weights in ``state_dict()`` (default False).
     """
@@ -360,6 +375,7 @@ class OneStepBackbone(nn.Module):
         vae_tiling: VaeTiling | None = DEFAULT_VAE_TILING,
         vae_attention_window: int | None = None,
         persist_base: bool = False,
+        tile: TileMode = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(vae, AutoencoderKL) or not isinstance(unet, UNet2DConditionModel):
@@ -387,6 +403,7 @@ class OneStepBackbone(nn.Module):
         self.timestep = self._check_timestep(timestep)
         self.latent_tiling = latent_tiling
         self.vae_tiling = vae_tiling
+        self.tile = tile
         self.persist_base = persist_base
         self._conv_in_replaced = False
         self._lora: dict[str, tuple[str, LoraSpec]] = {}  # adapter name → (host "unet"/"vae", spec)
@@ -599,6 +616,7 @@ class OneStepBackbone(nn.Module):
             raise ValueError("this backbone has no conditioning source: pass encoder_hidden_states")
         return self.conditioning(batch_size, cond)
 
+    @timed("unet")
     def predict(
         self,
         sample: torch.Tensor,
@@ -610,7 +628,8 @@ class OneStepBackbone(nn.Module):
     ) -> torch.Tensor:
         """The raw U-Net output (ε or v, ``out_channels`` wide) for ``sample`` (B, unet_in_channels, h, w).
 
-        ``tiled``: None = latent tiling when h·w > tile² (StableCodec §10.3), True/False to force.
+        ``tiled``: None = latent tiling (StableCodec §10.3) when h·w > tile² and :attr:`tile` says so,
+        True/False to force.
         """
         _check_map(sample, self.unet_in_channels, "U-Net input")
         batch = sample.shape[0]
@@ -631,7 +650,10 @@ class OneStepBackbone(nn.Module):
 
         height, width = sample.shape[-2:]
         tiling = self.latent_tiling or DEFAULT_LATENT_TILING
-        if _use_tiles(tiled, self.latent_tiling is not None and tiling.applies(height, width)):
+        exceeds = self.latent_tiling is not None and tiling.applies(height, width)
+        width0 = self.unet.config.block_out_channels[0]
+        estimate = unet_activation_bytes(width0, batch, height, width, dtype.itemsize)
+        if self._use_tiles(tiled, exceeds, estimate, sample.device):
             return tiled_apply(run, sample, tile=tiling.tile, overlap=tiling.overlap)
         return run(sample)
 
@@ -693,7 +715,8 @@ class OneStepBackbone(nn.Module):
             raise ValueError(f"image sides must be multiples of {factor} (pad first): {tuple(x.shape[-2:])}")
         x = x.to(self.vae.dtype)
         tiling = self.vae_tiling or DEFAULT_VAE_TILING
-        if not _use_tiles(tiled, self.vae_tiling is not None and max(x.shape[-2:]) > tiling.encoder_tile):
+        exceeds = self.vae_tiling is not None and max(x.shape[-2:]) > tiling.encoder_tile
+        if not self._use_tiles(tiled, exceeds, self._vae_estimate(x.shape[0], *x.shape[-2:]), x.device):
             return self.vae.encode(x).latent_dist
         if tiling.encoder_tile % factor or tiling.encoder_overlap % factor:
             raise ValueError(f"encoder tile and overlap must be multiples of {factor}, got {tiling}")
@@ -706,6 +729,7 @@ class OneStepBackbone(nn.Module):
         )
         return DiagonalGaussianDistribution(moments)
 
+    @timed("vae_enc")
     def encode(
         self,
         x: torch.Tensor,
@@ -719,12 +743,15 @@ class OneStepBackbone(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mode()
         return (z - self.shift_factor) * self.scaling_factor
 
+    @timed("vae_dec")
     def decode(self, latent: torch.Tensor, *, clamp: bool = True, tiled: bool | None = None) -> torch.Tensor:
         """Image in [−1, 1] from a scaled latent: D(latent / s + shift), clamped unless ``clamp=False``."""
         _check_map(latent, self.latent_channels, "latent")
         z = (latent / self.scaling_factor + self.shift_factor).to(self.vae.dtype)
         tiling = self.vae_tiling or DEFAULT_VAE_TILING
-        if _use_tiles(tiled, self.vae_tiling is not None and max(z.shape[-2:]) > tiling.decoder_tile):
+        exceeds = self.vae_tiling is not None and max(z.shape[-2:]) > tiling.decoder_tile
+        pixels = [side * self.vae_scale_factor for side in z.shape[-2:]]
+        if self._use_tiles(tiled, exceeds, self._vae_estimate(z.shape[0], *pixels), z.device):
             image = tiled_apply(
                 lambda tile: self.vae.decode(tile).sample,
                 z,
@@ -735,6 +762,25 @@ class OneStepBackbone(nn.Module):
         else:
             image = self.vae.decode(z).sample
         return image.clamp(-1.0, 1.0) if clamp else image
+
+    # ------------------------------------------------------------------ tiling decisions
+    @property
+    def tile(self) -> TileMode:
+        """When a pass larger than its tile is tiled: "auto", "never" or "always" (:mod:`~diffcodec.codecs.
+        memory`)."""
+        return self._tile
+
+    @tile.setter
+    def tile(self, mode: TileMode) -> None:
+        self._tile = check_tile_mode(mode)
+
+    def _use_tiles(self, tiled: bool | None, exceeds_tile: bool, estimate: int, device: torch.device) -> bool:
+        """``tiled`` forces tiling on/off; None leaves it to :attr:`tile` (:func:`memory.needs_tiles`)."""
+        return needs_tiles(self.tile, exceeds_tile, estimate, device) if tiled is None else bool(tiled)
+
+    def _vae_estimate(self, batch: int, height: int, width: int) -> int:
+        width0 = self.vae.config.block_out_channels[0]
+        return vae_activation_bytes(width0, batch, height, width, self.vae.dtype.itemsize)
 
     # ------------------------------------------------------------------ LoRA
     def add_lora(
@@ -942,11 +988,6 @@ def _make_conditioning(
             return FixedPrompt.encode(prompt, tokenizer, text_encoder)
         return CaptionPrompt(tokenizer, text_encoder, prompt)
     raise ValueError(f"conditioning must be learned, prompt, caption, tokens or a Conditioning; got {kind!r}")
-
-
-def _use_tiles(tiled: bool | None, automatic: bool) -> bool:
-    """``tiled`` forces tiling on/off; None leaves it to the size rule."""
-    return automatic if tiled is None else bool(tiled)
 
 
 def _check_map(tensor: torch.Tensor, channels: int, what: str) -> None:

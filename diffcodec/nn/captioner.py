@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from diffcodec.nn.backbone import load_component
+from diffcodec.timing import timed
 
 __all__ = ["BLIP_MODEL", "SMALL_BLIP", "BlipCaptioner", "byte_level_tokenizer"]
 
@@ -159,6 +160,7 @@ class BlipCaptioner(nn.Module):
         return values.to(device=parameter.device, dtype=parameter.dtype)
 
     @torch.no_grad()
+    @timed("captioner")
     def forward(self, images: Tensor) -> list[str]:
         """One caption per image of ``images`` (B, 3, H, W) in [−1, 1] (values outside are clamped)."""
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:

@@ -22,6 +22,7 @@ from os import PathLike
 import torch
 from torch import nn
 
+from diffcodec.files import load_checkpoint_file
 from diffcodec.nn.blocks import AttentionBlock, ResidualBottleneck, conv
 
 __all__ = ["OFFICIAL_PREFIX", "ELICAnalysisTransform"]
@@ -96,7 +97,7 @@ class ELICAnalysisTransform(nn.Module):
     ) -> ELICAnalysisTransform:
         """Build g_a and load it from ``elic_official.pth`` (a path, read ``weights_only``) or its dict."""
         if not isinstance(checkpoint, Mapping):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            checkpoint = load_checkpoint_file(checkpoint)  # weights_only: never runs code from the file
             if not isinstance(checkpoint, Mapping):
                 raise TypeError(f"expected a flat state dict in the ELIC checkpoint, got {type(checkpoint)}")
         model = cls(N, M)

@@ -19,6 +19,9 @@ One routine, :func:`tiled_apply`, serves both tiled passes of the backbone::
   Tiling only starts above the spec's thresholds (encoder input > 1088 px, decoder latent > 182), so
   images up to those sizes are processed exactly as without tiling.
 
+*Whether* a pass larger than its tile is tiled is :mod:`diffcodec.nn.memory`'s decision: by default
+("auto") only when the untiled pass would not fit the device's memory budget.
+
 Also here: :class:`WindowedAttnProcessor`, OneDC §5's windowed VAE mid-block attention, written as a
 diffusers attention processor (set with ``Attention.set_processor``; no forward is replaced).
 """
@@ -32,6 +35,8 @@ from fractions import Fraction
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from diffcodec.progress import progress
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def tiled_apply(
     be a fraction (the VAE encoder's 1/8), in which case every tile size and offset must map to whole
     output positions. Weights and the running sums are float64 (float32 on devices without float64);
     the result has ``fn``'s output dtype. Each call of ``fn`` sees one tile only, so peak memory is that of
-    a single tile plus the output.
+    a single tile plus the output. Two or more tiles show a progress bar (:mod:`diffcodec.progress`).
     """
     if x.ndim != 4:
         raise ValueError(f"tiled_apply expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
@@ -147,23 +152,23 @@ def tiled_apply(
     weights = gaussian_weights(out_size, out_size, dtype=accumulate, device=x.device)
     total = weight_sum = None
     out_dtype = x.dtype
-    for top in ys:
-        for left in xs:
-            result = fn(x[..., top : top + size, left : left + size])
-            if result.ndim != 4 or result.shape[-2:] != (out_size, out_size):
-                raise ValueError(
-                    f"fn mapped a {size}×{size} tile to shape {tuple(result.shape)}; expected "
-                    f"(B, C, {out_size}, {out_size}) at scale {scale}"
-                )
-            if total is None:
-                out_dtype = result.dtype
-                shape = (*result.shape[:2], int(height * scale), int(width * scale))
-                total = result.new_zeros(shape, dtype=accumulate)
-                weight_sum = torch.zeros(shape[-2:], dtype=accumulate, device=x.device)
-            out_top, out_left = int(top * scale), int(left * scale)
-            window = (..., slice(out_top, out_top + out_size), slice(out_left, out_left + out_size))
-            total[window] = total[window] + result.to(accumulate) * weights
-            weight_sum[window[1:]] += weights
+    tiles = [(top, left) for top in ys for left in xs]
+    for top, left in progress(tiles, desc=f"{height}x{width} in {size}x{size} tiles", unit="tile"):
+        result = fn(x[..., top : top + size, left : left + size])
+        if result.ndim != 4 or result.shape[-2:] != (out_size, out_size):
+            raise ValueError(
+                f"fn mapped a {size}×{size} tile to shape {tuple(result.shape)}; expected "
+                f"(B, C, {out_size}, {out_size}) at scale {scale}"
+            )
+        if total is None:
+            out_dtype = result.dtype
+            shape = (*result.shape[:2], int(height * scale), int(width * scale))
+            total = result.new_zeros(shape, dtype=accumulate)
+            weight_sum = torch.zeros(shape[-2:], dtype=accumulate, device=x.device)
+        out_top, out_left = int(top * scale), int(left * scale)
+        window = (..., slice(out_top, out_top + out_size), slice(out_left, out_left + out_size))
+        total[window] = total[window] + result.to(accumulate) * weights
+        weight_sum[window[1:]] += weights
     return (total / weight_sum).to(out_dtype)
 
 

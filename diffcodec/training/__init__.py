@@ -6,7 +6,12 @@ calls.
 
 from diffcodec.training.accumulation import GradientAccumulation
 from diffcodec.training.callbacks import RealCodingValidation, images_in_batch
-from diffcodec.training.checkpoint import TrainableCheckpoint, load_training_state, strip_base_weights
+from diffcodec.training.checkpoint import (
+    SafeCheckpointIO,
+    TrainableCheckpoint,
+    load_training_state,
+    strip_base_weights,
+)
 from diffcodec.training.export import codec_from_checkpoint, export_checkpoint
 from diffcodec.training.init import InitFrom, freeze_modules
 from diffcodec.training.schedules import (
@@ -29,6 +34,7 @@ __all__ = [
     "LinearWarmup",
     "Piecewise",
     "RealCodingValidation",
+    "SafeCheckpointIO",
     "Schedule",
     "TrainableCheckpoint",
     "codec_from_checkpoint",

@@ -3,28 +3,61 @@
 A codec built on a pretrained base model (:meth:`Codec.base_model_ref` set) re-loads the base weights
 in its constructor, so a Lightning checkpoint need only hold what training changes: the codec's own
 modules, adapters (LoRA), widened layers. :class:`TrainableCheckpoint` drops the entries
-:meth:`Codec.is_base_weight` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
+:meth:`Codec.base_weight_keys` names (the same rule as ``save_pretrained``) from every checkpoint Lightning
 writes, and on resume checks that exactly those entries, and nothing else, are missing.
 
 The codec a module trains (the module itself, or a method training module's ``codec``) records how it
 was built (class and constructor arguments) in the checkpoint too, under ``"diffcodec"``; ``diffcodec
 export`` rebuilds it from there.
+
+Checkpoints are never unpickled: :func:`~diffcodec.files.load_checkpoint_file` reads them with
+``torch.load(weights_only=True)``, and :class:`SafeCheckpointIO` makes Lightning's own resume
+(``fit --ckpt_path``) do the same.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from diffcodec.codecs.base import Codec
-from diffcodec.zoo.hub import CheckpointError, class_path
+from diffcodec.errors import CheckpointError
+from diffcodec.files import load_checkpoint_file
+from diffcodec.nn import base_weights as _base_weights
+from diffcodec.zoo.hub import class_path
 
 #: Key under which the codec's class and constructor arguments are stored in a Lightning checkpoint.
 CODEC_KEY = "diffcodec"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that loads with :func:`load_checkpoint_file` (``weights_only=True``).
+
+    ``diffcodec fit`` / ``validate`` install it, so ``--ckpt_path`` never unpickles code (LightningCLI
+    itself first reads the file's hyper-parameters with ``weights_only=True``); with your own ``Trainer``
+    pass ``plugins=[SafeCheckpointIO()]``. An explicit ``trainer.fit(..., weights_only=False)`` is the one
+    way back to a full pickle load, for files you trust.
+    """
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        checkpoint = load_checkpoint_file(path, map_location=map_location or (lambda storage, loc: storage))
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(
+                f"{path} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__})"
+            )
+        return checkpoint
 
 
 def trained_codec(module: torch.nn.Module) -> Codec | None:
@@ -35,13 +68,16 @@ def trained_codec(module: torch.nn.Module) -> Codec | None:
     return codec if isinstance(codec, Codec) else None
 
 
-def base_weight_keys(module: torch.nn.Module, keys: Iterable[str]) -> set[str]:
-    """The ``keys`` that are frozen base-model weights of ``module`` (none unless its codec names a base
-    model): a codec's own, or a training module's (``CodecTraining.is_base_weight``)."""
+def base_weight_keys(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> set[str]:
+    """The entries of ``module``'s ``state_dict`` that are unchanged base-model weights (none unless its
+    codec names a base model): the one rule of :mod:`diffcodec.nn.base_weights`, applied to the codec or
+    to a method's training module (whose training-only networks, e.g. a discriminator's pretrained trunk,
+    are recorded when loaded, like the codec's)."""
     codec = trained_codec(module)
     if codec is None or codec.base_model_ref() is None:
         return set()
-    return {key for key in keys if module.is_base_weight(key)}
+    tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
+    return _base_weights.base_weight_keys(module, tensors)
 
 
 def strip_base_weights(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,18 @@ are never written into checkpoints) whatever the recipe says.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from collections.abc import Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from diffcodec.training.checkpoint import TrainableCheckpoint
+from diffcodec.training.checkpoint import SafeCheckpointIO, TrainableCheckpoint
 from diffcodec.training.init import InitFrom
+from diffcodec.zoo.hub import refused_pickle
 
 #: The LightningCLI subcommands ``diffcodec`` exposes.
 TRAINER_COMMANDS = ("fit", "validate")
@@ -37,6 +40,18 @@ class DiffcodecCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(InitFrom, "init_from")
+
+    def _use_safe_checkpoint_io(self) -> None:
+        """Resume (``--ckpt_path``) through :class:`SafeCheckpointIO` unless the recipe chose its own I/O."""
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = SafeCheckpointIO()
+
+    def before_fit(self) -> None:
+        self._use_safe_checkpoint_io()
+
+    def before_validate(self) -> None:
+        self._use_safe_checkpoint_io()
 
 
 def make_cli(args: Sequence[str], *, run: bool = True) -> DiffcodecCLI:
@@ -72,10 +87,23 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _ckpt_path(argv: Sequence[str]) -> str:
+    """The ``--ckpt_path`` value in ``argv`` (for messages)."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+        if arg == "--ckpt_path" and index + 1 < len(argv):
+            return argv[index + 1]
+    return "the checkpoint"
+
+
 def run_argv(command: str, argv: Sequence[str]) -> int:
     """Entry point used by ``diffcodec``: ``command`` is ``fit``, ``validate`` or ``export``."""
     if command in TRAINER_COMMANDS:
-        make_cli([command, *argv])
+        try:
+            make_cli([command, *argv])
+        except pickle.UnpicklingError as error:  # LightningCLI reads --ckpt_path's hparams (weights_only)
+            raise refused_pickle(_ckpt_path(argv), error) from None
         return 0
     if command == "export":
         from diffcodec.training.export import export_checkpoint

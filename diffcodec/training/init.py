@@ -24,21 +24,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from diffcodec.training.checkpoint import load_training_state, trained_codec
+from diffcodec.training.checkpoint import load_checkpoint_file, load_training_state, trained_codec
 from diffcodec.zoo.hub import WEIGHTS_NAME, CheckpointError, fetch
 
 
 def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A Lightning ``.ckpt`` as a dict (it is a pickle: load only checkpoints you trust)."""
+    """A Lightning ``.ckpt`` as a dict, read without unpickling code (:func:`load_checkpoint_file`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(
-            f"{path} is not a readable Lightning checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint

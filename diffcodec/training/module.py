@@ -63,15 +63,14 @@ class CodecTraining(L.LightningModule):
         gradient_clip: the gradient-norm limit applied before every optimiser step (None: no clipping).
         accumulate_grad_batches: micro-batches per optimiser step.
 
-    Subclasses set :attr:`stages`, :attr:`base_weight_prefixes` (frozen pretrained weights of their
-    training-only networks, left out of checkpoints like the codec's own base weights) and implement
-    ``training_step`` / ``configure_optimizers`` with the helpers below.
+    Subclasses set :attr:`stages` and implement ``training_step`` / ``configure_optimizers`` with the
+    helpers below. Frozen pretrained weights of training-only networks (a discriminator's trunk, a teacher
+    U-Net) are left out of checkpoints by the same rule as the codec's own base weights
+    (:mod:`diffcodec.nn.base_weights`: recorded when loaded, still bit-identical).
     """
 
     #: the stages this method trains in
     stages: ClassVar[tuple[int, ...]] = (1, 2)
-    #: training-module state-dict prefixes holding frozen pretrained weights (e.g. a discriminator's trunk)
-    base_weight_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -104,19 +103,6 @@ class CodecTraining(L.LightningModule):
     def pad_multiple(self) -> int:
         """The codec's: whole validation images are padded to it (the data modules ask the module)."""
         return self.codec.pad_multiple
-
-    def is_base_weight(self, key: str) -> bool:
-        """Whether state-dict entry ``key`` is a frozen pretrained weight (never written to checkpoints).
-
-        Only when the codec names its base model (:meth:`Codec.base_model_ref`): the constructors re-load
-        those weights. The codec's keys ask the codec; the training-only networks' keys are under
-        :attr:`base_weight_prefixes`.
-        """
-        if self.codec.base_model_ref() is None:
-            return False
-        if key.startswith("codec."):
-            return self.codec.is_base_weight(key[len("codec.") :])
-        return key.startswith(self.base_weight_prefixes)
 
     # ------------------------------------------------------------------ optimisation
     def steps_several_optimizers(self) -> bool:

@@ -4,7 +4,8 @@ A diffcodec checkpoint is a folder (or a hub repo) with three files::
 
     config.json         {"_diffcodec_class": "diffcodec.codecs.x:Cls", "init_args": {...}, "rates": [...],
                          "model_id": ..., "base_model": {"repo_id", "revision", "licence"} | null, ...}
-    model.safetensors   the state dict, minus the frozen base-model weights (re-loaded from base_model)
+    model.safetensors   the state dict, minus the unchanged base-model weights (re-loaded from base_model;
+                        see diffcodec/nn/base_weights.py: every tensor that differs is written)
     README.md           the model card
 
 ``config.json`` names the class as ``module:qualname``. Loading resolves it among the codec classes already
@@ -43,6 +44,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import is_jsonable
 
 from diffcodec.errors import CheckpointError, MissingWeightsError
+from diffcodec.files import load_checkpoint_file
 
 if TYPE_CHECKING:
     from diffcodec.codecs.base import Codec
@@ -54,6 +56,7 @@ __all__ = [
     "MissingWeightsError",
     "class_path",
     "codec_config",
+    "load_checkpoint_file",
     "load_codec",
     "resolve_codec_class",
     "save_codec",
@@ -64,7 +67,6 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_ADAPTER_KEY = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\b")
 
 
 # ---------------------------------------------------------------------------------------------- classes
@@ -74,11 +76,6 @@ CODEC_CLASSES: dict[str, type] = {}
 
 def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def is_adapter_key(key: str) -> bool:
-    """Whether a state-dict key is a peft adapter tensor (LoRA A/B, DoRA magnitude): always trained."""
-    return bool(_ADAPTER_KEY.search(key))
 
 
 def resolve_codec_class(path: str) -> type[Codec]:
@@ -202,11 +199,12 @@ def full_state_dict(codec: Codec) -> dict[str, torch.Tensor]:
         return codec.state_dict()
 
 
-def base_state(codec: Codec) -> dict[str, torch.Tensor]:
-    """The state-dict entries that come from the base model (empty without a base model reference)."""
-    if codec.base_model_ref() is None:
-        return {}
-    return {k: v for k, v in full_state_dict(codec).items() if codec.is_base_weight(k)}
+def base_state(codec: Codec, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` (default: the full state dict) that are unchanged base-model weights
+    (:meth:`Codec.base_weight_keys`; empty without a base model reference)."""
+    state = full_state_dict(codec) if state is None else state
+    keys = codec.base_weight_keys(state)
+    return {k: v for k, v in state.items() if k in keys}
 
 
 def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
@@ -226,8 +224,11 @@ def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:32]
 
 
-def codec_config(codec: Codec) -> dict[str, Any]:
-    """Everything needed to rebuild ``codec`` without knowing its class (the content of config.json)."""
+def codec_config(codec: Codec, base_weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild ``codec`` without knowing its class (the content of config.json).
+
+    ``base_weights``: :func:`base_state` when the caller has it already.
+    """
     from diffcodec.version import __version__
 
     cls = type(codec)
@@ -256,7 +257,7 @@ def codec_config(codec: Codec) -> dict[str, Any]:
         # so config.json records the architecture, not a path that exists only on the training machine
         init_args["backbone"] = backbone.base_configs()
     base = codec.base_model_ref()
-    base_weights = base_state(codec)
+    base_weights = base_state(codec) if base_weights is None else base_weights
     return {
         "_diffcodec_class": class_path(cls),
         "_diffcodec_version": __version__,
@@ -265,7 +266,7 @@ def codec_config(codec: Codec) -> dict[str, Any]:
         "model_id": codec.model_id,
         "rates": list(codec.rates),
         "base_model": dataclasses.asdict(base) if base is not None else None,
-        "base_weight_prefixes": list(codec.base_weight_prefixes()) if base is not None else [],
+        "base_weights": len(base_weights),  # how many tensors the base model supplies
         "base_fingerprint": fingerprint(base_weights) if base_weights else None,
         "init_args": init_args,
     }
@@ -287,7 +288,9 @@ def save_codec(
     from diffcodec.codecs.rungs import module_key
 
     directory = Path(directory)
-    config = codec_config(codec)
+    full_state = full_state_dict(codec)
+    base_weights = base_state(codec, full_state)
+    config = codec_config(codec, base_weights)
     parameter_names: set[str] = set()  # the entries stored in weights_dtype
     if weights_dtype is not None:
         if not weights_dtype.is_floating_point:
@@ -297,8 +300,8 @@ def save_codec(
             parameter_names = {name for name, _ in codec.named_parameters(remove_duplicate=False)}
     state: dict[str, torch.Tensor] = {}
     seen_storages: set[tuple[int, int]] = set()
-    for key, tensor in full_state_dict(codec).items():
-        if config["base_model"] is not None and codec.is_base_weight(key):
+    for key, tensor in full_state.items():
+        if key in base_weights:  # bit-identical to what the base model loads
             continue
         tensor = tensor.detach().to("cpu").contiguous()
         if module_key(key) in parameter_names and tensor.is_floating_point():  # a ladder's stored rungs too
@@ -440,7 +443,8 @@ def load_weights(
             f"{where}: {WEIGHTS_NAME} does not fit {type(codec).__name__} built from {CONFIG_NAME}: {error}"
         ) from error
     base_expected = config.get("base_model") is not None
-    missing = [k for k in result.missing_keys if not (base_expected and codec.is_base_weight(k))]
+    base_weights = base_state(codec) if base_expected else {}
+    missing = [k for k in result.missing_keys if k not in base_weights]
     unexpected = list(result.unexpected_keys)
     problems = []
     if missing:
@@ -449,7 +453,7 @@ def load_weights(
         problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
     expected_fp = config.get("base_fingerprint")
     if base_expected and expected_fp:
-        actual_fp = fingerprint(base_state(codec))
+        actual_fp = fingerprint(base_weights)
         if actual_fp != expected_fp:
             base = config["base_model"]
             problems.append(

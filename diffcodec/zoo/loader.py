@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffcodec.zoo.registry import ZooEntry, get_entry, list_models
+from diffcodec.zoo.identify import HF_HUB_PREFIX, check_source
+from diffcodec.zoo.registry import ZooEntry, get_entry
 
 if TYPE_CHECKING:
     import torch
 
     from diffcodec.codecs.base import Codec
 
-__all__ = ["HF_HUB_PREFIX", "load", "zoo_status"]
+__all__ = ["HF_HUB_PREFIX", "load", "load_status", "zoo_status"]
 
-HF_HUB_PREFIX = "hf-hub:"
 
 #: Values of :func:`zoo_status`.
 BUNDLED, CACHED, NOT_DOWNLOADED, NOT_ON_HUB = "bundled", "cached", "not downloaded", "not on the hub"
@@ -50,14 +49,24 @@ def zoo_status(entry: ZooEntry) -> str:
     return CACHED if isinstance(found, str) else NOT_DOWNLOADED
 
 
-def _unknown(name: str) -> ValueError:
-    names = [entry.name for entry in list_models()]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(
-        f"{name!r} is not a zoo model, a checkpoint folder, or 'hf-hub:org/name'.{hint} "
-        f"Zoo models: {', '.join(names)} (see `diffcodec zoo`)."
-    )
+def load_status(entry: ZooEntry, local: str | None = None) -> str:
+    """What ``diffcodec.load(entry.name)`` will do here (the ``STATUS`` column of ``diffcodec zoo``).
+
+    ``"ready"`` (weights bundled or in the hub cache), ``"downloads on first load"`` (on the hub; official
+    checkpoints are converted as they load), ``"convert the official checkpoint"`` (weights published off
+    the hub: ``diffcodec convert``), ``"no weights released"``, or ``"not yet implemented"``. ``local`` is
+    :func:`zoo_status` when already known.
+    """
+    from diffcodec.zoo.convert import CONVERTERS
+
+    if not entry.implemented:
+        return "not yet implemented"
+    local = local if local is not None else zoo_status(entry)
+    if local in (BUNDLED, CACHED):
+        return "ready"
+    if local == NOT_DOWNLOADED:
+        return "downloads on first load"
+    return "convert the official checkpoint" if entry.method in CONVERTERS else "no weights released"
 
 
 def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: dict[str, Any]) -> Codec:
@@ -105,6 +114,8 @@ def load(
     bpp: float | None = None,
     device: str | torch.device = "cpu",
     revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    compile: bool = False,
     **overrides: Any,
 ) -> Codec:
     """Load a codec, in eval mode on ``device``, with the rung chosen by ``quality`` or ``bpp``.
@@ -114,30 +125,38 @@ def load(
     ``overrides`` replace constructor arguments stored in the checkpoint (e.g. a local path to the base
     model). Nothing is downloaded when ``HF_HUB_OFFLINE=1``; missing weights raise
     :class:`~diffcodec.zoo.hub.MissingWeightsError` saying how to fetch them.
-    """
-    from diffcodec.codecs.base import Codec
 
+    ``dtype`` (``torch.bfloat16`` / ``torch.float16``, or ``"bf16"`` / ``"fp16"``) runs the synthesis networks
+    (U-Net, VAE decoder, text encoder, BLIP) in that precision, ``compile=True`` compiles the U-Net and VAE
+    decoder; the analysis and entropy path stay float32, so files do not depend on either
+    (:func:`~diffcodec.codecs.precision.set_inference_precision`).
+    """
     if quality is not None and bpp is not None:
         raise ValueError("pass either quality= or bpp=, not both")
     device = str(device)
     source = os.fspath(name_or_path)
-    if source.startswith(HF_HUB_PREFIX):
+    kind = check_source(source)  # an unknown name fails here, before torch or any model is loaded
+    from diffcodec.codecs.base import Codec
+
+    if kind == "hub":
         repo_id = source[len(HF_HUB_PREFIX) :]
         from diffcodec.zoo.hub import is_repo_id
 
         if not is_repo_id(repo_id):
             raise ValueError(f"{source!r}: expected 'hf-hub:org/name'")
         codec = Codec.from_pretrained(repo_id, revision=revision, map_location=device, **overrides)
-    elif source in {entry.name for entry in list_models()}:
-        codec = _from_entry(get_entry(source), revision, device, overrides)
-    elif Path(source).expanduser().is_dir():
+    elif kind == "zoo":
+        entry = get_entry(source)
+        codec = _from_entry(entry, revision, device, overrides)
+        origin = codec.__dict__.get("_weights_from") or f"hub {entry.hub_id} (official checkpoint, converted)"
+        codec.__dict__["_weights_from"] = f"zoo {source!r}, {origin}"
+    else:
         if revision is not None:
             raise ValueError(f"revision={revision!r} applies to hub repos, but {source} is a local folder")
         codec = Codec.from_pretrained(Path(source).expanduser(), map_location=device, **overrides)
-    elif os.sep in source or "/" in source or source.startswith((".", "~")):
-        hint = f" (for a hub repo write 'hf-hub:{source}')" if source.count("/") == 1 else ""
-        raise FileNotFoundError(f"no checkpoint folder at {source}{hint}")
-    else:
-        raise _unknown(source)
     codec.set_rung(quality, bpp)
+    if dtype is not None or compile:
+        from diffcodec.codecs.precision import set_inference_precision
+
+        set_inference_precision(codec, dtype, compile=compile)
     return codec

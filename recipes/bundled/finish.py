@@ -23,7 +23,7 @@ from PIL import Image
 if TYPE_CHECKING:
     from diffcodec.codecs.base import Codec
 
-PHOTOS = Path(os.environ.get("PHOTOS", Path(__file__).resolve().parents[2].parent / "shared/data/photos"))
+PHOTOS = Path(os.environ.get("PHOTOS") or os.environ.get("DATA", ".") + "/photos")  # train.sh sets PHOTOS
 LICENCE = "apache-2.0"  # trained by diffcodec from scratch (base model included): the library's licence
 RATE_PHOTOS = 4
 CROP = 512

@@ -11,8 +11,8 @@
 #   3. one short run per λ of each ladder from that checkpoint (OSCAR: its stage 2), side by side;
 #   4. export each method's runs as one model folder, measure its nominal rates, write its model card.
 #
-# Environment (all optional): PHOTOS / VAL (image folders; default ../shared/data/photos and kodak; VAL=none:
-# no validation),
+# Environment: DATA (required: the data folder, holding photos/ and kodak/); PHOTOS / VAL (image folders,
+# default $DATA/photos and $DATA/kodak; VAL=none: no validation),
 # VAE_ARGS / UNET_ARGS / STAGE1_ARGS / RUNG_ARGS (extra `diffcodec fit` arguments of each phase, e.g.
 # "--trainer.max_steps 4000 --trainer.max_time 00:00:01:30 --data.init_args.batch_size 16"), RECORD,
 # MODELS_DIR. Every command, its phase and wall time go to runs/bundled/record.tsv; the export step copies
@@ -20,8 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
-PHOTOS=${PHOTOS:-../shared/data/photos}
-VAL=${VAL:-../shared/data/kodak}
+DATA=${DATA:?set DATA to the data folder (it holds photos/ and kodak/), e.g. DATA=/data bash recipes/bundled/train.sh}
+PHOTOS=${PHOTOS:-$DATA/photos}
+VAL=${VAL:-$DATA/kodak}
 RECORD=${RECORD:-runs/bundled/record.tsv}
 MODELS_DIR=${MODELS_DIR:-diffcodec/assets/models}
 read -r -a VAE_ARGS <<< "${VAE_ARGS:-}"

@@ -59,6 +59,7 @@ from diffcodec.codecs.stablecodec.model import (
     SynthesisTransform,
     small_backbone_config,
 )
+from diffcodec.entropy.determinism import parameter_net
 from diffcodec.entropy.factorized import EntropyBottleneck
 from diffcodec.entropy.gaussian import GaussianConditional
 from diffcodec.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
@@ -308,7 +309,7 @@ class CADCLatentCodec(nn.Module):
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         y_bar, _ = self.scaled_latent(y, z_hat)
-        out = self.context_model.compress(y_bar, self.h_s(z_hat))
+        out = self.context_model.compress(y_bar, parameter_net(self.h_s, z_hat))  # see entropy/determinism.py
         return {
             "strings": [out["strings"][0], z_strings],
             "shape": tuple(z.shape[-2:]),
@@ -320,7 +321,7 @@ class CADCLatentCodec(nn.Module):
         if len(strings) != 2:
             raise ValueError(f"expected [y_strings, z_strings], got {len(strings)} lists")
         y_strings, z_strings = strings
-        params = self.h_s(self.entropy_bottleneck.decompress(z_strings, shape))
+        params = parameter_net(self.h_s, self.entropy_bottleneck.decompress(z_strings, shape))
         y_hat = self.context_model.decompress([y_strings], params.shape[-2:], params)["y_hat"]
         return {"y_hat": y_hat, **self._synthesis(y_hat)}
 
@@ -451,9 +452,6 @@ class CADC(SDTurboLadder):
         self._init_rung_bank()
 
     # ------------------------------------------------------------------ contract
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        """SD-Turbo (VAE, U-Net, text encoder) and BLIP."""
-        return (*super().base_weight_prefixes(), "backbone.conditioning.", "captioner.")
 
     # ------------------------------------------------------------------ the pipeline
     def caption(self, x_aux: Tensor | None) -> list[str] | None:

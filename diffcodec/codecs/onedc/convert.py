@@ -21,6 +21,7 @@ export). Files are read with safetensors only (no pickle).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,24 @@ GENERATOR_FILE = "model.safetensors"
 CODEC_FILE = "model_1.safetensors"
 _LAMBDA = re.compile(r"lambda[_-]?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
+
+
+#: ``diffcodec convert onedc --help``: (one-line help, plain-text description). The module docstring
+#: is reStructuredText for the API reference; terminal help is written here as plain text.
+HELP = (
+    'official OneDC release folders (one per λ) -> one OneDC folder',
+    """\
+Convert the official OneDC release (CC BY-NC-SA 4.0, on OneDrive: one folder per λ plus
+the z-only "exlow" model, each with model.safetensors and model_1.safetensors) into one
+multi-rate diffcodec model folder.
+
+The folders become the rungs in ascending rate order (the z-only model first, then
+λ = 12.2 ... 0.6); λ and the z-only flag are read from the folder names unless given.
+The frozen U-Net weights in the files must equal the DMD2 U-Net named by --base-unet.
+Files are read with safetensors only (no pickle).
+
+Then: diffcodec.load("OUTPUT_FOLDER").""",
+)
 
 def read_official(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(generator state, codec state) of one official folder, as float32 tensors."""
@@ -229,14 +248,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-vae", default=SD21_REPO, help="SD-2.1 hub repo or diffusers folder (vae/)")
     parser.add_argument("--base-vae-revision", default=None)
     parser.add_argument("--name", default="onedc", help="model id written into the files it codes")
+    parser.add_argument(
+        "--latent-codec", type=json.loads, default=None, metavar="JSON",
+        help="OneDCLatentCodec arguments of checkpoints trained at another size (default: the release's)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    extra = {} if args.latent_codec is None else {"latent_codec": args.latent_codec}
     output = convert(
         args.folders, args.output, lambdas=args.lambdas,
         z_only=None if args.z_only is None else [bool(v) for v in args.z_only], rates=args.rates,
         base_unet=args.base_unet, base_unet_revision=args.base_unet_revision, base_vae=args.base_vae,
-        base_vae_revision=args.base_vae_revision, name=args.name,
+        base_vae_revision=args.base_vae_revision, name=args.name, **extra,
     )  # fmt: skip
     print(f"wrote {output}; load it with diffcodec.load({str(output)!r})")
     return 0

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffcodec.files import load_checkpoint_file
 from diffcodec.nn.blocks import DepthConvBlock4
 
 __all__ = [
@@ -139,11 +140,7 @@ class VQGANTokenizer(nn.Module):
         if weights is not None:
             from safetensors.torch import load_file
 
-            state = (
-                load_file(weights)
-                if weights.endswith(".safetensors")
-                else torch.load(weights, weights_only=True)
-            )
+            state = load_file(weights) if weights.endswith(".safetensors") else load_checkpoint_file(weights)
             self.load_state_dict(state, strict=True)
         self.eval().requires_grad_(False)
 

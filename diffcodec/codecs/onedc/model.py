@@ -61,12 +61,14 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
+from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage, has_single_channel_groups
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
+from diffcodec.entropy.determinism import cpu_replica, parameter_mode, to_parameter_device
 from diffcodec.entropy.fsq import FSQ
 from diffcodec.entropy.gaussian import GaussianConditional
 from diffcodec.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
 from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.files import load_checkpoint_file
 from diffcodec.nn.backbone import (
     BackboneSource,
     ExternalTokens,
@@ -76,6 +78,7 @@ from diffcodec.nn.backbone import (
     small_backbone,
     tiny_configs,
 )
+from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.nn.blocks import (
     AttnBlock,
     DepthConvBlock4,
@@ -510,6 +513,31 @@ class OneDCLatentCodec(nn.Module):
         return out
 
     # ------------------------------------------------------------------ real coding
+    def _coding_parameters(self, indices: Tensor) -> tuple[Tensor, QuadtreeContextModel, Tensor]:
+        """(z_semantic, quadtree model, its params P') from the FSQ indices of one image, on the parameter
+        path (CPU float32 replicas, one thread: :mod:`~diffcodec.entropy.determinism`), so that the
+        encoder and any decoder derive the same CDF indexes. The model's heads are CPU replicas too."""
+        with parameter_mode():
+            hyper_dec = cpu_replica(self.hyper_dec)
+            z_hat = cpu_replica(self.z_vq).indices_to_codes(to_parameter_device(indices, hyper_dec)).float()
+            z_semantic, feature = hyper_dec(z_hat)
+            common = cpu_replica(self.y_prior_fusion)(feature)
+            adaptors = [
+                cpu_replica(module)
+                for module in (self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2,
+                               self.y_spatial_prior_adaptor_3)
+            ]  # fmt: skip
+            heads = FourPartParameters(common, adaptors, cpu_replica(self.y_spatial_prior))
+            model = QuadtreeContextModel(heads, gaussian_conditional=cpu_replica(self.gaussian_conditional))
+            params = cpu_replica(self.y_spatial_prior_reduction)(common)
+        return z_semantic, model, params
+
+    @staticmethod
+    def _mean_only_on_parameter_path(model: QuadtreeContextModel, params: Tensor) -> Tensor:
+        """:meth:`mean_only` with the CPU model of :meth:`_coding_parameters`."""
+        with parameter_mode():
+            return model._run(params, lambda step, mask, means, scales: means * mask)
+
     def update(self, force: bool = False) -> bool:
         """Build the Gaussian's integer CDF tables (deterministic; cheap)."""
         return self.gaussian_conditional.update(force=force)
@@ -518,16 +546,14 @@ class OneDCLatentCodec(nn.Module):
         """One image: ``z_string`` (packed 14-bit indices), ``y_string`` (None with ``z_only``), ``y_hat``."""
         if x.shape[0] != 1:
             raise ValueError(f"compress codes one image at a time, got a batch of {x.shape[0]}")
-        y, z_hat, indices = self._analyse(x, cond)
+        y, _, indices = self._analyse(x, cond)
         # the decoder rebuilds the codes from the indices: condition on exactly those
-        z_hat = self.z_vq.indices_to_codes(indices).to(y.dtype)
-        _, common = self.hyper_decode(z_hat)
+        _, model, params = self._coding_parameters(indices)
         z_string, grid = self.z_vq.pack(indices[0]), tuple(indices.shape[-2:])
         if z_only:
-            y_hat = self.mean_only(common)
+            y_hat = self._mean_only_on_parameter_path(model, params).to(y.device)
             return {"strings": [[z_string]], "shape": grid, "z_string": z_string, "y_string": None,
                     "y_hat": y_hat}  # fmt: skip
-        model, params = self.context_model(common)
         out = model.compress(y, params)
         y_string = out["strings"][0][0]
         return {
@@ -547,14 +573,12 @@ class OneDCLatentCodec(nn.Module):
         grid = tuple(shape)
         indices = self.z_vq.unpack(z_string, (1, *grid))
         device = self.y_spatial_prior_reduction.weight.device
-        dtype = self.y_spatial_prior_reduction.weight.dtype
-        z_hat = self.z_vq.indices_to_codes(indices.to(device)).to(dtype)
-        z_semantic, common = self.hyper_decode(z_hat)
+        z_semantic, model, params = self._coding_parameters(indices)
         if y_string is None:
-            y_hat = self.mean_only(common)
+            y_hat = self._mean_only_on_parameter_path(model, params)
         else:
-            model, params = self.context_model(common)
-            y_hat = model.decompress([[y_string]], common.shape[-2:], params)["y_hat"]
+            y_hat = model.decompress([[y_string]], params.shape[-2:], params)["y_hat"]
+        y_hat, z_semantic = y_hat.to(device), z_semantic.to(device)
         ctrl, y_semantic = self.synthesize(y_hat, z_semantic)
         return {
             "ctrl": ctrl,
@@ -632,11 +656,9 @@ def load_unet(
         return load_component(UNet2DConditionModel.from_pretrained, str(path), subfolder)
     file = path if path.is_file() else fetch(source, filename, revision=revision)
     unet = UNet2DConditionModel.from_config(reference_configs("sd-1.5")["unet_config"])
-    state = (
-        load_file(str(file)) if str(file).endswith(".safetensors") else torch.load(file, weights_only=True)
-    )
+    state = load_file(str(file)) if str(file).endswith(".safetensors") else load_checkpoint_file(file)
     unet.load_state_dict(state, strict=True)
-    return unet
+    return record_base_weights(unet)
 
 
 class OneDC(PerRateCodec):
@@ -764,9 +786,6 @@ class OneDC(PerRateCodec):
             None if base is None else BaseModelRef(base, self.hparams.get("base_unet_revision"), BASE_LICENCE)
         )
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.")
-
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:
         """Whether state-dict entry ``key`` is one rung's own weight (latent codec, LoRA, conv_in,
@@ -813,6 +832,10 @@ class OneDC(PerRateCodec):
     # ------------------------------------------------------------------ real coding
     def _prepare_for_coding(self) -> None:
         self.latent_codec.update(force=False)
+
+    def _single_position_stride(self) -> int | None:
+        """The analysis U-Net's deepest map (/64) in small configs (see Codec._single_position_stride)."""
+        return self.pad_multiple if has_single_channel_groups(self.latent_codec.enc.unet) else None
 
     def _compress(self, x: Tensor, rung: int) -> EncodedImage:
         generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0

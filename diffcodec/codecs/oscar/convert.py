@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from diffcodec.zoo.hub import CheckpointError, fetch
+from diffcodec.zoo.hub import CheckpointError, fetch, load_checkpoint_file
 
 __all__ = [
     "OFFICIAL_FILENAME",
@@ -54,17 +54,30 @@ _TOP_LEVEL = (
 _RUNG_KEY = re.compile(r"^(\d+)\.")
 
 
+
+#: ``diffcodec convert oscar --help``: (one-line help, plain-text description). The module docstring
+#: is reStructuredText for the API reference; terminal help is written here as plain text.
+HELP = (
+    'official oscar.pkl (hub jinpeig/OSCAR) -> an OSCAR folder',
+    """\
+Convert the official OSCAR checkpoint (oscar.pkl: a file, its folder, or the hub repo
+jinpeig/OSCAR, the default) into a diffcodec model folder.
+
+The rung table is read from the tensor shapes; the pseudo-timesteps are the official
+ones. Checkpoints of the legacy generation are refused. The file is read with
+torch.load(weights_only=True): tensors and plain containers only. The SD 2.1 (768-v)
+base model comes from --base-model (a hub id or a local diffusers folder).
+
+diffcodec.load("oscar") does the same conversion at load time; converting once saves
+it on every later load. Then: diffcodec.load("OUTPUT_FOLDER").""",
+)
+
 def read_official(source: str | os.PathLike[str], *, revision: str | None = None) -> dict[str, Any]:
     """Load an official checkpoint: a ``.pkl`` file, a folder holding ``oscar.pkl``, or a hub repo id."""
     path = Path(source).expanduser()
     if not path.is_file():
         path = fetch(os.fspath(source), OFFICIAL_FILENAME, revision=revision)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or non-tensor pickles
-        raise CheckpointError(
-            f"{path} is not a readable OSCAR checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    checkpoint = load_checkpoint_file(path)  # weights_only: a CheckpointError, never code run
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not the official checkpoint dict")
     missing = [key for key in _TOP_LEVEL if key not in checkpoint]
@@ -196,7 +209,7 @@ def codec_from_official(
         if base_model is not None and not torch.equal(current, state[key]):
             warnings.warn(
                 f"{key} in the checkpoint differs from {base_model}'s; using the checkpoint's value "
-                "(it is a base weight, so saving the converted model drops it)",
+                "(saving the converted model writes it, as every tensor that differs from the base)",
                 stacklevel=2,
             )
     unexpected = sorted(key for key in state if key not in own and key not in conv_in_keys)
@@ -205,7 +218,10 @@ def codec_from_official(
         for key in state
         if key in own and state[key].shape != own[key].shape
     ]
-    trained = [key for key in own if not codec.is_base_weight(key) and not key.startswith("backbone.vae.")]
+    backbone = "backbone."  # LoRA and the learned embedding are trained; the SD U-Net and VAE are not
+    trained = [
+        k for k in own if not (k.startswith(backbone) and codec.backbone.is_base_key(k[len(backbone) :]))
+    ]
     missing = sorted(key for key in trained if key not in state)
     if unexpected or mismatched or missing:
         raise CheckpointError(

@@ -19,9 +19,12 @@ A_c as float16 (side information, counted) and the indices as fixed-length field
 
 Training (stages 1 and 2, the paper's losses and the latent discriminator): :mod:`.training`.
 
-Other deviations: images are padded (reflect) to a multiple of the rung's grid stride instead of being
-resized down to a multiple of 128; the norm rescale divides by max(‖ẑ_c‖, 1e-12) (no epsilon officially);
-checkpoints of the legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
+Other deviations (measured in ``docs/methods/oscar.md``): images are padded (reflect) to a multiple of the
+rung's grid stride instead of being resized down to a multiple of 128; the norm rescale divides by
+max(‖ẑ_c‖, 1e-12) (no epsilon officially); the norms travel as float16; the 8-bit output is rounded (the
+official ``ToPILImage`` truncates); large images are tiled when the untiled pass would not fit in memory
+(``tile="auto"``; the official code never tiles: ``tile="never"`` reproduces it); checkpoints of the
+legacy generation (commit 5bb805c) are refused by :func:`check_generation`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ import torch
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
-from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage, check_side
+from diffcodec.codecs.base import (
+    BaseModelRef,
+    Codec,
+    CodecOutput,
+    EncodedImage,
+    check_side,
+    has_single_channel_groups,
+)
 from diffcodec.entropy.vq import VectorQuantize, index_bits, pack_indices, unpack_indices
 from diffcodec.nn.backbone import BackboneSource, OneStepBackbone, small_backbone, tiny_configs
 from diffcodec.nn.blocks import AttentionBlock, ResidualBottleneckBlock, conv, conv1x1, deconv
@@ -430,6 +440,14 @@ class OSCAR(Codec):
         """The active rung's grid stride in pixels (8·s): indices exist only for whole s×s blocks."""
         return self.backbone.vae_scale_factor * self.rung_table[self.quality].latent_stride
 
+    def _single_position_stride(self) -> int | None:
+        """The U-Net's deepest map (latent / 2^(levels-1)) of the small configs, which a 1 × 1 image at the
+        finest rungs would reduce to one position (:meth:`Codec._single_position_stride`)."""
+        unet = self.backbone.unet
+        if not has_single_channel_groups(unet):
+            return None
+        return self.backbone.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+
     @property
     def timesteps(self) -> tuple[int, ...]:
         """The pseudo-timestep t_r of each rung."""
@@ -438,9 +456,6 @@ class OSCAR(Codec):
     def base_model_ref(self) -> BaseModelRef | None:
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
-
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.")
 
     def _checked_timesteps(self, timesteps: Sequence[int]) -> tuple[int, ...]:
         values = tuple(int(t) for t in timesteps)
@@ -502,6 +517,8 @@ class OSCAR(Codec):
 
     # ------------------------------------------------------------------ real coding
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
+        if x.shape[0] != 1:  # the indices of a batch would pack into one stream: refuse, never merge
+            raise ValueError(f"_compress codes one image, got {x.shape[0]}; Codec.compress splits batches")
         z0 = self.encode_latent(x)
         coded = self.hyper_encoders[rung].compress(z0)
         norms = channel_norms(z0)[0].float().cpu().numpy().astype(np.float16)

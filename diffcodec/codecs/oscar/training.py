@@ -59,7 +59,6 @@ class OSCARTraining(CodecTraining):
         rung_seed: seeds stage 2's per-step rung draw (the same on every rank).
     """
 
-    base_weight_prefixes = ("discriminator.unet.",)
 
     def __init__(
         self,

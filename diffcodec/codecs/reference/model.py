@@ -33,9 +33,10 @@ from torch import nn
 
 from diffcodec.codecs.base import BaseModelRef, Codec, CodecOutput, EncodedImage
 from diffcodec.entropy import EntropyBottleneck, GaussianConditional, get_scale_table
+from diffcodec.entropy.determinism import cpu_replica, parameter_mode, parameter_net, to_parameter_device
+from diffcodec.nn.backbone import OneStepBackbone, tiny_configs
 
 __all__ = ["LatentHyperprior", "tiny_backbone"]
-from diffcodec.nn.backbone import OneStepBackbone, tiny_configs
 
 
 def tiny_backbone() -> dict[str, Any]:
@@ -126,9 +127,6 @@ class LatentHyperprior(Codec):
         base = self.hparams.base_model
         return None if base is None else BaseModelRef(base, self.hparams.base_revision)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.",)
-
     @property
     def pad_multiple(self) -> int:  # type: ignore[override]
         return self.backbone.vae_scale_factor * 16
@@ -141,6 +139,15 @@ class LatentHyperprior(Codec):
         scales, means = self.h_s(z_hat).chunk(2, dim=1)
         gain = self._gain(rung)
         return scales * gain, means * gain
+
+    def _coding_params(self, z_hat: torch.Tensor, rung: int) -> tuple[torch.Tensor, ...]:
+        """(CDF indexes, means, gain) of :meth:`_params` on the parameter path (CPU float32, one thread:
+        :mod:`~diffcodec.entropy.determinism`), so that every machine derives the same indexes."""
+        scales, means = parameter_net(self.h_s, z_hat).chunk(2, dim=1)
+        with parameter_mode():
+            log_gain = to_parameter_device(self.log_gain[rung].detach(), cpu_replica(self.h_s))
+            gain = log_gain.exp()[None, :, None, None]
+            return self.gaussian_conditional.build_indexes(scales * gain), means * gain, gain
 
     def _synthesis(self, y_hat_gained: torch.Tensor, rung: int) -> torch.Tensor:
         """ŷ → l_T → one U-Net step → x0 → VAE decoder → x̂ in [0, 1]."""
@@ -174,12 +181,11 @@ class LatentHyperprior(Codec):
         z_string = self.entropy_bottleneck.compress(z)[0]
         # the encoder conditions on the *decoded* ẑ, exactly as the decoder will
         z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
-        scales, means = self._params(z_hat, rung)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_gained = y * self._gain(rung)
+        indexes, means, gain = self._coding_params(z_hat, rung)
+        y_gained = to_parameter_device(y, cpu_replica(self.h_s)) * gain
         y_string = self.gaussian_conditional.compress(y_gained, indexes, means)[0]
         y_hat = self.gaussian_conditional.quantize(y_gained, "dequantize", means)
-        return [z_string, y_string], y_hat
+        return [z_string, y_string], y_hat.to(y.device)
 
     def decode_latents(self, streams: list[bytes], padded_size: tuple[int, int], rung: int) -> torch.Tensor:
         """The decoder's (gained) ŷ from the streams ``[z, y]``."""
@@ -189,9 +195,9 @@ class LatentHyperprior(Codec):
         stride = self.pad_multiple
         z_size = (padded_size[0] // stride, padded_size[1] // stride)
         z_hat = self.entropy_bottleneck.decompress([z_string], z_size)
-        scales, means = self._params(z_hat, rung)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        return self.gaussian_conditional.decompress([y_string], indexes, means)
+        indexes, means, _ = self._coding_params(z_hat, rung)
+        y_hat = self.gaussian_conditional.decompress([y_string], indexes, means)
+        return y_hat.to(self.log_gain.device)
 
     def _compress(self, x: torch.Tensor, rung: int) -> EncodedImage:
         streams, _ = self.encode_latents(x, rung)

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from diffcodec.zoo.hub import CheckpointError
+from diffcodec.zoo.hub import CheckpointError, load_checkpoint_file
 
 __all__ = [
     "OFFICIAL_ENTRIES",
@@ -58,6 +58,26 @@ BASE_LAMBDA = 0.5
 _KODAK_ENDS = ((32.0, 0.00579), (2.0, 0.03413))
 
 
+
+#: ``diffcodec convert stablecodec --help``: (one-line help, plain-text description). The module docstring
+#: is reStructuredText for the API reference; terminal help is written here as plain text.
+HELP = (
+    'official stablecodec_ft{λ}.pkl files + elic_official.pth -> one StableCodec folder',
+    """\
+Convert the official StableCodec release (LuizScarlet/StableCodec, MIT, on Google Drive)
+into one diffcodec model folder with one rung per λ.
+
+Pass every stablecodec_ft{λ}.pkl you want as a rung and the frozen auxiliary encoder
+elic_official.pth (--elic). Every tensor must find its place and every weight must come
+from the files: a missing, unexpected or mis-shaped key is an error. The SD-Turbo base
+model comes from --base-model (a hub id or a local diffusers folder).
+
+Nominal rates: 0.00579 bpp at λ = 32 and 0.03413 bpp at λ = 2 (official Kodak results),
+the rungs between interpolated log-linearly in λ; --rates replaces them.
+
+Then: diffcodec.load("OUTPUT_FOLDER").""",
+)
+
 def lambda_from_filename(path: str | os.PathLike[str]) -> float:
     """λ of an official file name: ``stablecodec_ft{λ}.pkl`` → λ, ``stablecodec_base.pkl`` → 0.5."""
     match = _FILENAME.match(Path(path).name)
@@ -78,7 +98,7 @@ def nominal_kodak_bpp(lam: float) -> float:
 
 def read_official(path: str | os.PathLike[str]) -> dict[str, dict[str, torch.Tensor]]:
     """Load one official ``.pkl`` (tensors only, ``weights_only``) and check its three entries."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, Mapping) or set(checkpoint) != set(OFFICIAL_ENTRIES):
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: expected a dict with entries {list(OFFICIAL_ENTRIES)}, found {found}")
@@ -160,6 +180,7 @@ def convert_stablecodec(
         raise ValueError(f"need one rate per checkpoint, got {len(rates)} for {len(paths)}")
     else:
         rates = [float(rates[i]) for i in order]
+    elic = load_checkpoint_file(elic_checkpoint)  # read (weights_only) before building anything
     codec = StableCodec(
         name=name,
         lambdas=lams,
@@ -168,7 +189,6 @@ def convert_stablecodec(
         base_revision=base_revision,
         **codec_kwargs,
     )
-    elic = torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(elic, Mapping):
         raise CheckpointError(f"{elic_checkpoint}: expected a flat state dict, got {type(elic).__name__}")
     try:

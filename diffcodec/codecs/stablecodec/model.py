@@ -22,9 +22,9 @@ Where the official code (LuizScarlet/StableCodec) and the paper or plain correct
 follows the paper / does it right (official code):
 
 - **No TF32.** The official code enables TF32 globally as an import side effect; diffcodec never sets
-  global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice under
-  :func:`~diffcodec.entropy.quadtree.strict_fp32` (IEEE float32, deterministic cuDNN, restored after),
-  so that a file decodes identically on another machine (official code).
+  global flags. Real coding runs h_s, the context model, LRP and the CDF-index choice on the CPU in IEEE
+  float32, one thread, one image at a time (:mod:`~diffcodec.entropy.determinism`), so that a file
+  decodes identically on another machine, GPU or CPU (official code).
 - **8-bit output is rounded**, not truncated (the official ``ToPILImage`` path truncates, official code step
   8):
   diffcodec's image I/O rounds to the nearest level, which is what "reconstruction" means.
@@ -43,20 +43,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from diffcodec.bitstream import Bitstream, DecodeError
+from diffcodec.bitstream import DecodeError, SideValue
 from diffcodec.codecs.base import BaseModelRef, CodecOutput, EncodedImage
 from diffcodec.codecs.rungs import PerRateCodec, check_lambda_ladder
+from diffcodec.entropy.determinism import parameter_net
 from diffcodec.entropy.factorized import EntropyBottleneck, modern_parameter_name
 from diffcodec.entropy.gaussian import GaussianConditional, get_scale_table
-from diffcodec.entropy.quadtree import QuadtreeContextModel, SharedContextParameters, strict_fp32
-from diffcodec.imageio import ImageLike, to_pil, to_tensor
+from diffcodec.entropy.quadtree import QuadtreeContextModel, SharedContextParameters
+from diffcodec.files import load_checkpoint_file
 from diffcodec.nn.backbone import (
     DEFAULT_PROMPT,
     BackboneSource,
@@ -286,8 +286,7 @@ class LatentCodec(nn.Module):
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        with strict_fp32():  # the entropy parameters must be reproducible on any GPU
-            params = self.h_s(z_hat)
+        params = parameter_net(self.h_s, z_hat)  # reproducible on any machine (entropy/determinism.py)
         out = self.context_model.compress(y, params)
         return {
             "strings": [out["strings"][0], z_strings],
@@ -301,8 +300,7 @@ class LatentCodec(nn.Module):
             raise ValueError(f"expected [y_strings, z_strings], got {len(strings)} lists")
         y_strings, z_strings = strings
         z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
-        with strict_fp32():
-            params = self.h_s(z_hat)
+        params = parameter_net(self.h_s, z_hat)
         y_hat = self.context_model.decompress([y_strings], params.shape[-2:], params)["y_hat"]
         return {"y_hat": y_hat, "l_T": self.g_s(y_hat), "res": self.aux(y_hat)}
 
@@ -419,9 +417,6 @@ class SDTurboLadder(PerRateCodec):
         base = self.hparams.get("base_model")
         return None if base is None else BaseModelRef(base, self.hparams.get("base_revision"), BASE_LICENCE)
 
-    def base_weight_prefixes(self) -> tuple[str, ...]:
-        return ("backbone.vae.", "backbone.unet.")
-
     # ------------------------------------------------------------------ per-rung weights
     def is_rung_key(self, key: str) -> bool:
         """Whether state-dict entry ``key`` is one rung's own weight: the latent codec, the U-Net LoRA and
@@ -437,35 +432,20 @@ class SDTurboLadder(PerRateCodec):
     def _prepare_for_coding(self) -> None:
         self.latent_codec.update(force=False)
 
-    def compress(self, image: ImageLike, quality: int | None = None, bpp: float | None = None) -> Bitstream:
-        """:meth:`Codec.compress`, plus the original's colour statistics when built with ``color_fix``."""
-        stream = super().compress(image, quality=quality, bpp=bpp)
-        if self.hparams.color_fix:
-            stats = color_statistics(to_tensor(image)).numpy().astype(np.uint16)
-            stream = Bitstream(
-                model_tag=stream.model_tag, rung=stream.rung, height=stream.height, width=stream.width,
-                side={**stream.side, SideField.COLOR_STATS: stats}, streams=stream.streams,
-            )  # fmt: skip
-        return stream
+    def _original_side(self, x: Tensor) -> dict[int, SideValue]:
+        """The original's colour statistics when built with ``color_fix``."""
+        if not self.hparams.color_fix:
+            return {}
+        return {SideField.COLOR_STATS: color_statistics(x).numpy().astype(np.uint16)}
 
-    def decompress(
-        self, stream: Bitstream | bytes | str, output: Literal["pil", "tensor"] = "pil"
-    ) -> Image.Image | Tensor:
-        """:meth:`Codec.decompress`, then the AdaIN colour fix if the file carries colour statistics."""
-        if isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = Bitstream.from_bytes(bytes(stream))
-        elif not isinstance(stream, Bitstream):
-            stream = Bitstream.from_file(stream)
-        if output not in ("pil", "tensor"):
-            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
-        x_hat = super().decompress(stream, output="tensor")
-        stats = stream.side.get(SideField.COLOR_STATS)
-        if stats is not None:
-            if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
-                raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
-            with torch.no_grad():
-                x_hat = adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
-        return to_pil(x_hat) if output == "pil" else x_hat
+    def _finish_decoding(self, x_hat: Tensor, side: Mapping[int, SideValue]) -> Tensor:
+        """The AdaIN colour fix if the file carries colour statistics."""
+        stats = side.get(SideField.COLOR_STATS)
+        if stats is None:
+            return x_hat
+        if not isinstance(stats, np.ndarray) or stats.dtype != np.uint16 or stats.shape != (6,):
+            raise DecodeError(f"the colour statistics must be 6 uint16 values, got {stats!r}")
+        return adain_color_fix(x_hat, torch.from_numpy(stats.astype(np.int64)))
 
 
 class StableCodec(SDTurboLadder):
@@ -538,7 +518,7 @@ class StableCodec(SDTurboLadder):
         self.aux_encoder = ELICAnalysisTransform(**elic_args)
         if elic_checkpoint is not None:
             self.aux_encoder.load_official_state_dict(
-                torch.load(elic_checkpoint, map_location="cpu", weights_only=True)
+                load_checkpoint_file(elic_checkpoint)  # weights_only
             )
         self.aux_encoder.eval().requires_grad_(False)
         if self.aux_encoder.analysis_transform[-2].out_channels != codec_args.get("aux_channels", 320):

@@ -40,7 +40,6 @@ class StableCodecTraining(CodecTraining):
         diffaugment: the discriminator's DiffAugment policy.
     """
 
-    base_weight_prefixes = ("discriminator.backbone.",)
 
     def __init__(
         self,
