@@ -162,7 +162,7 @@ class EntropyBottleneck(EntropyModel):
         ``pmf_length = minima + maxima + 1``; the PMF is sampled at ``med − minima + j`` for
         ``j < max_length`` (the longest channel's length) and the tail mass is
         ``sigmoid(f(first − ½)) + sigmoid(−f(last + ½))`` with *last* the ``max_length``-th sample even for
-        shorter channels — CompressAI's behaviour, kept for identical tables (spec §5.1).
+        shorter channels — CompressAI's behaviour (``EntropyBottleneck.update``), kept for identical tables.
 
         ``update_quantiles=True`` first re-fits the quantiles by bisection (CompressAI's option); the
         official StableCodec models use their stored quantiles as they are (the default).
@@ -263,7 +263,8 @@ class EntropyBottleneck(EntropyModel):
         error_msgs: list[str],
     ) -> None:
         # compressai <= 1.2.6 named the parameters _matrix{i}, _bias{i}, _factor{i}; >= 1.2.7 (and this class)
-        # use ParameterLists matrices.{i}, biases.{i}, factors.{i}. Accept both (spec stablecodec.md §5.1).
+        # use ParameterLists matrices.{i}, biases.{i}, factors.{i}. Accept both (the official
+        # StableCodec checkpoints use the old names).
         for key in [k for k in state_dict if k.startswith(prefix)]:
             new_key = prefix + modern_parameter_name(key[len(prefix) :])
             if new_key == key:

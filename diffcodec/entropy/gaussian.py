@@ -154,7 +154,8 @@ class GaussianConditional(EntropyModel):
         return True
 
     def build_indexes(self, scales: Tensor) -> Tensor:
-        """int32 table index of every scale: ``#{j < N−1 : table_j < max(σ, scale_bound)}`` (spec §5.2).
+        """int32 table index of every scale: ``#{j < N−1 : table_j < max(σ, scale_bound)}`` (CompressAI's
+        ``GaussianConditional.build_indexes``).
 
         Equals CompressAI's ``N − 1 − Σ_j [σ' ≤ table_j]``. Exact float comparisons only, so the same scales
         give the same indexes on every device; NaN scales are rejected.

@@ -34,7 +34,8 @@ Real coding runs on the parameter path of :mod:`~diffcodec.entropy.determinism` 
 thread, one image at a time, :func:`strict_fp32`), so that a file decodes on any device, thread count or
 batch exactly as it was encoded.
 
-Symbol order (spec §5.6): at step k the masked symbols and their CDF indexes are "squeezed" from C to C/4
+Symbol order (the official StableCodec/OneDC quadtree coders): at step k the masked symbols and their CDF
+indexes are "squeezed" from C to C/4
 channels (at each position the one group coded at this step), then flattened row-major ``(c, h, w)``. The four
 steps go into **one** stream per image. With diffcodec's constriction coder (``SymbolEncoder``), each step is
 one ``encode`` call; the decoder replays the calls step by step, running the head between them.
@@ -80,7 +81,8 @@ STEP_PATTERNS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (3, 2, 1, 0), (2, 3,
 def quadtree_masks(
     channels: int, height: int, width: int, *, device: torch.device | str | None = None, dtype=torch.float32
 ) -> Tensor:
-    """The four step masks ``M_k`` as a ``(4, channels, height, width)`` 0/1 tensor (spec §5.3).
+    """The four step masks ``M_k`` as a ``(4, channels, height, width)`` 0/1 tensor (StableCodec paper
+    §3.2, Fig. 3).
 
     Channels split into four equal groups; group g at step k covers the positions ``(h, w)`` with
     ``2·(h mod 2) + (w mod 2) == STEP_PATTERNS[k][g]``; patterns are tiled from the top-left corner, so odd
@@ -105,8 +107,8 @@ def strict_fp32() -> Iterator[None]:
     """IEEE float32 for every CUDA op (no TF32) and deterministic cuDNN inside the block, restored after.
 
     The entropy parameters (h_s, the heads, LRP) decide the CDF indexes, so the decoder must compute them
-    bit for bit as the encoder did; TF32 and non-deterministic kernels break that across GPUs (StableCodec
-    spec §13.6 — the official code runs them with global TF32 on). No effect on CPU.
+    bit for bit as the encoder did; TF32 and non-deterministic kernels break that across GPUs (the
+    official StableCodec code runs them with global TF32 on). No effect on CPU.
     """
     with torch.backends.cudnn.flags(
         enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True, allow_tf32=False,
@@ -161,7 +163,7 @@ class SharedContextParameters(QuadtreeParameters):
     """StableCodec §5.4 step 1: ``P_k = adapter_out[k](g_c(adapter_in[k](B_k)))``, ``μ, σ = P[:C], P[C:]``.
 
     Means first, scales second (the opposite of ELIC). Scales get no activation: the Gaussian's 0.11 lower
-    bound does all the work (spec §13.3). Per-step adapters, one shared ``g_c``.
+    bound does all the work (official code). Per-step adapters, one shared ``g_c``.
 
     Args:
         channels: C, channels of the latent (320).
@@ -237,7 +239,8 @@ class QuadtreeContextModel(nn.Module):
 
     # ------------------------------------------------------------------ training path
     def forward(self, y: Tensor, params: Tensor) -> dict[str, Any]:
-        """Straight-through quadtree pass; likelihoods of y under the gathered ``(μ, σ)`` (spec §5.5).
+        """Straight-through quadtree pass; likelihoods of y under the gathered ``(μ, σ)`` (paper
+        Eq. 2).
 
         The likelihood uses the Gaussian conditional's own mode: noise ``y + u`` in training, rounding
         around ``μ`` in eval.
