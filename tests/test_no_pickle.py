@@ -18,10 +18,11 @@ from diffcodec.cli import main as cli_main
 from diffcodec.codecs.onedc.convert import read_official as read_onedc_release
 from diffcodec.codecs.stablecodec import SMALL_ELIC, SMALL_LATENT_CODEC
 from diffcodec.codecs.stablecodec.convert import convert_stablecodec
+from diffcodec.errors import CheckpointError
+from diffcodec.files import CHECKPOINT_SAFE_GLOBALS, load_checkpoint_file
 from diffcodec.nn.elic import ELICAnalysisTransform
 from diffcodec.training import InitFrom, SafeCheckpointIO
 from diffcodec.training.cli import make_cli
-from diffcodec.zoo.hub import CHECKPOINT_SAFE_GLOBALS, CheckpointError, load_checkpoint_file
 
 BUNDLED = Path(__file__).resolve().parents[1] / "diffcodec" / "assets" / "models"
 REFUSED = r"holds Python objects other than tensors \(exec\).*weights_only=True"

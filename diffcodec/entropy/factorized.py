@@ -10,7 +10,7 @@ and the likelihood of a quantised value is ``P_c(x + ½) − P_c(x − ½)``. Th
 ``EntropyBottleneck`` (the maths, the CDF tables and the state-dict names of compressai ≥ 1.2.7), with a
 loader that also accepts the ≤ 1.2.6 names used by the official StableCodec checkpoints
 (``_matrix0`` … ``_factor3``). Quantisation is median-relative: ``ẑ = round(z − med) + med`` with
-``med = quantiles[:, 0, 1]`` (spec ``stablecodec.md`` §5.1).
+``med = quantiles[:, 0, 1]`` (the official StableCodec code).
 """
 
 from __future__ import annotations

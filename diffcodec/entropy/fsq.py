@@ -4,7 +4,7 @@ Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple" (ICLR 2024). Ea
 ``z`` is bounded with a shifted tanh and rounded to one of ``L_i`` levels; the tuple of levels is one index
 of a codebook of ``Π L_i`` implicit codes, so the index costs ``⌈log₂ Π L_i⌉`` bits without an entropy
 model. This reproduces vector-quantize-pytorch's ``FSQ`` (1.21.2, the OneDC pin; no projections, no noise
-dropout, channel-first maps) — OneDC's z quantiser (``onedc.md`` §2.4, golden ``fsq_and_packing``)::
+dropout, channel-first maps) — OneDC's z quantiser (the official OneDC code, golden ``fsq_and_packing``)::
 
     z (B, d, h, w) ─bound─► b_i = tanh(z_i + atanh(o_i/h_i))·h_i − o_i      h_i = (L_i − 1)(1 + ε)/2,
                                                                             o_i = ½ if L_i even else 0
@@ -16,7 +16,8 @@ returned in the input dtype. FSQ has no parameters and no persistent buffers (so
 
 :meth:`FSQ.pack` / :meth:`FSQ.unpack` write the indices as fixed-length fields through
 :func:`diffcodec.entropy.vq.pack_indices` (shared with OSCAR's VQ). OneDC packs the fields as one
-big-endian integer (``padding="start"``: the pad bits are the leading bits of byte 0, ``onedc.md`` §3.3).
+big-endian integer (``padding="start"``: the pad bits are the leading bits of byte 0, as the
+official OneDC code packs them).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class FSQ(nn.Module):
 
     @timed("entropy")
     def pack(self, indices: Tensor | np.ndarray) -> bytes:
-        """Row-major indices (one image) as ``index_bits``-bit big-endian fields (``onedc.md`` §3.3)."""
+        """Row-major indices (one image) as ``index_bits``-bit big-endian fields (the official OneDC code)."""
         return pack_indices(indices, self.codebook_size, padding=self.padding)
 
     @timed("entropy")

@@ -8,7 +8,7 @@ Ballé et al. 2018 ("Variational image compression with a scale hyperprior"), wi
 For real coding the scales are *quantised to a table*: each element codes with the integer CDF of the table
 entry ``index = #{j < N−1 : table_j < σ'}`` (:meth:`GaussianConditional.build_indexes`), tabulated once by
 ``update()``. This is CompressAI's ``GaussianConditional`` (maths, tables and state-dict names; spec
-``stablecodec.md`` §5.2) with the ELIC / Ballé scale table of :func:`get_scale_table`.
+the official StableCodec code) with the ELIC / Ballé scale table of :func:`get_scale_table`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The 4-step quadtree context model: a latent coded in four interleaved groups, each conditioned on the last.
 
 Quadtree partition of DCVC-DC (Li et al., "Neural video compression with diverse contexts", CVPR 2023), as
-used by StableCodec (Zhang et al., ICCV 2025, §3.2 and spec ``stablecodec.md`` §5.3–§5.6), CADC
-(``cadc.md`` §4.4, without LRP) and OneDC (``onedc.md`` §2.7, scale-first heads)::
+used by StableCodec (Zhang et al., ICCV 2025, §3.2 and the official StableCodec code), CADC
+(``docs/methods/cadc.md``, without LRP) and OneDC (the official OneDC code, scale-first heads)::
 
     channel group g (C/4 channels each) × position in the 2×2 cell, per step k:
 

@@ -2,7 +2,8 @@
 
 :class:`VectorQuantize` reproduces the maths of vector-quantize-pytorch 1.22.3's ``VectorQuantize`` in the
 configuration OSCAR uses (``use_cosine_sim=True``, one head, ``codebook_dim`` < ``dim``, defaults otherwise;
-``oscar.md`` §4), under the library's parameter and buffer names, so official state dicts load strictly::
+as the official OSCAR code), under the library's parameter and buffer names, so official state dicts
+load strictly::
 
     x (B, N, dim) ─project_in─► u (B, N, d) ─l2norm─► û ─argmax_k ⟨û, e_k⟩─► index (B, N)
                                                                               │
@@ -240,7 +241,7 @@ def pack_indices(
     first, in the given (row-major) order, into ⌈count·bits/8⌉ bytes.
 
     ``padding`` places the zero pad bits after the last field (``"end"``, OSCAR) or before the first
-    (``"start"``: the fields read as one big-endian integer, OneDC's z packing, ``onedc.md`` §3.3).
+    (``"start"``: the fields read as one big-endian integer, OneDC's z packing, the official OneDC code).
     """
     bits = index_bits(num_symbols)
     if isinstance(indices, torch.Tensor):

@@ -27,9 +27,9 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from diffcodec.files import refused_pickle
 from diffcodec.training.checkpoint import SafeCheckpointIO, TrainableCheckpoint
 from diffcodec.training.init import InitFrom
-from diffcodec.zoo.hub import refused_pickle
 
 #: The LightningCLI subcommands ``diffcodec`` exposes.
 TRAINER_COMMANDS = ("fit", "validate")

@@ -2,7 +2,7 @@
 arXiv:2602.21591).
 
 CADC is StableCodec's pipeline (same authors, paper ref. [65]) with the SD VAE encoder, the ELIC auxiliary
-encoder and the latent residual prediction removed, and three additions (spec ``cadc.md``)::
+encoder and the latent residual prediction removed, and three additions (``docs/methods/cadc.md``)::
 
     x ∈ [−1,1] ─g_a─► y (320, /64) ─h_a─► z (320, /256) ─EntropyBottleneck─► ẑ ──────────────┐
                       │                                                    │                  h_s

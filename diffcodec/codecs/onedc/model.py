@@ -19,7 +19,7 @@
     x_t = vae_reduction(c);  ε = U-Net_DMD2+LoRA(c, t = 999, tokens);  x̂₀ = (x_t − √(1−ᾱ)·ε)/√ᾱ
     x̂ = SD-2.1 VAE decoder(x̂₀ / 0.18215)
 
-Modules keep the official names (onedc-codec/onedc @ c52af53; spec ``onedc.md``), so the codec's state dict
+Modules keep the official names (official onedc-codec/onedc @ c52af53), so the codec's state dict
 is the official ``model_1.safetensors`` plus the (deterministic) entropy tables, and the generator's is
 ``model.safetensors`` under ``backbone.unet.*`` / ``vae_reduction.*``.
 
@@ -68,6 +68,7 @@ from diffcodec.entropy.fsq import FSQ
 from diffcodec.entropy.gaussian import GaussianConditional
 from diffcodec.entropy.quadtree import QuadtreeContextModel, QuadtreeParameters
 from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
+from diffcodec.entropy.vq import packed_size
 from diffcodec.files import load_checkpoint_file
 from diffcodec.nn.backbone import (
     BackboneSource,
@@ -841,14 +842,20 @@ class OneDC(PerRateCodec):
         generator = torch.Generator(device=x.device).manual_seed(0)  # the official inference seeds with 0
         cond = self.encode_latent(x, generator)
         out = self.latent_codec.compress(x * 2 - 1, cond, z_only=self.z_only[rung])
-        return EncodedImage(streams=[strings[0] for strings in out["strings"]])  # [z] or [z, y]
+        # [z] or [y, z]: the fixed-length z goes last, where the container stores no length for it (z is
+        # often over 127 bytes, whose length would cost a second varint byte)
+        return EncodedImage(streams=[strings[0] for strings in reversed(out["strings"])])
 
     def _decompress(self, encoded: EncodedImage, padded_size: tuple[int, int], rung: int) -> Tensor:
         expected = 1 if self.z_only[rung] else 2
         if len(encoded.streams) != expected:
-            what = "1 stream (z)" if expected == 1 else "2 streams (z, y)"
+            what = "1 stream (z)" if expected == 1 else "2 streams (y, z)"
             raise DecodeError(f"a OneDC file of rung {rung} has {what}, found {len(encoded.streams)}")
         stride = self.latent_codec.downsample
         grid = (padded_size[0] // stride, padded_size[1] // stride)
-        out = self.latent_codec.decompress([[stream] for stream in encoded.streams], grid)
+        streams = list(encoded.streams)
+        z_bytes = packed_size(grid[0] * grid[1], self.latent_codec.z_vq.codebook_size)
+        if len(streams) == 2 and len(streams[1]) != z_bytes and len(streams[0]) == z_bytes:
+            streams.reverse()  # a format-1 file: z was written first
+        out = self.latent_codec.decompress([[stream] for stream in reversed(streams)], grid)
         return self.render(self.generate(out["ctrl"], out["tokens"]))
