@@ -57,7 +57,8 @@ def codec() -> OneDC:
 def test_round_trip_normal_mode(codec: OneDC, kodak_crop: torch.Tensor) -> None:
     stream = codec.compress(kodak_crop, quality=1)
     assert len(stream.streams) == 2 and (stream.height, stream.width) == (60, 100)
-    assert len(stream.streams[0]) == codec.latent_codec.z_vq.packed_size(1 * 2) == 4  # 2 indices × 14 bits
+    # [y, z]: the fixed-length z last, where the container stores no length
+    assert len(stream.streams[1]) == codec.latent_codec.z_vq.packed_size(1 * 2) == 4  # 2 indices × 14 bits
     data = stream.to_bytes()
     assert stream.bpp == pytest.approx(8 * len(data) / (60 * 100))
     assert codec.compress(kodak_crop, quality=1).to_bytes() == data  # deterministic (VAE sample seeded)

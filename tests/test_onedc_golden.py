@@ -53,7 +53,9 @@ def test_dcvc_gaussian_tables_and_scale_indexes(golden_dir) -> None:
     tables = _golden(golden_dir, "gaussian_cdf_table")
     gaussian = DCVCGaussianConditional()
     assert gaussian.update() and not gaussian.update()  # built once
-    assert torch.equal(gaussian.scale_table, tables["output.scale_table"])
+    # the float table is the correctly rounded exp (machine-independent), the official one a float32 exp
+    # whose last bit depends on the CPU: within one ulp; the integer tables below are identical
+    torch.testing.assert_close(gaussian.scale_table, tables["output.scale_table"], rtol=1.2e-7, atol=0.0)
     assert torch.equal(gaussian.quantized_cdf, tables["output.quantized_cdf"])
     assert torch.equal(gaussian.cdf_length, tables["output.cdf_length"])
     assert torch.equal(gaussian.offset, tables["output.offset"])

@@ -57,7 +57,7 @@ def load_status(entry: ZooEntry, local: str | None = None) -> str:
     the hub: ``diffcodec convert``), ``"no weights released"``, or ``"not yet implemented"``. ``local`` is
     :func:`zoo_status` when already known.
     """
-    from diffcodec.zoo.convert import CONVERTERS
+    from diffcodec.zoo.convert import converters
 
     if not entry.implemented:
         return "not yet implemented"
@@ -66,7 +66,7 @@ def load_status(entry: ZooEntry, local: str | None = None) -> str:
         return "ready"
     if local == NOT_DOWNLOADED:
         return "downloads on first load"
-    return "convert the official checkpoint" if entry.method in CONVERTERS else "no weights released"
+    return "convert the official checkpoint" if entry.method in converters() else "no weights released"
 
 
 def _from_entry(entry: ZooEntry, revision: str | None, device: str, overrides: dict[str, Any]) -> Codec:

@@ -313,8 +313,13 @@ class DCVCGaussianConditional(GaussianConditional):
     """
 
     def __init__(self, scale_min: float = 0.11, scale_max: float = 64.0, levels: int = 256) -> None:
-        # the table is computed on the CPU even under a meta/cuda default device (it is float-exact there)
-        table = torch.exp(torch.linspace(math.log(scale_min), math.log(scale_max), levels, device="cpu"))
+        # The official code takes a float32 exp of the float32 grid, which differs by one ulp between CPUs
+        # (vectorised exp): measured here, 2 of the 256 entries differ from the official golden table. The
+        # float64 exp rounded to float32 is the correctly rounded value on every machine; the CDF tables and
+        # the scale indexes it gives equal the official ones (tests/test_onedc_golden.py). On the CPU even
+        # under a meta/cuda default device.
+        grid = torch.linspace(math.log(scale_min), math.log(scale_max), levels, device="cpu")
+        table = torch.exp(grid.double()).float()
         super().__init__(table, scale_bound=scale_min)
         self.log_scale_min = math.log(scale_min)
         self.log_scale_step = (math.log(scale_max) - math.log(scale_min)) / (levels - 1)
