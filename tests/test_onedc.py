@@ -67,6 +67,19 @@ def test_round_trip_normal_mode(codec: OneDC, kodak_crop: torch.Tensor) -> None:
     assert torch.equal(codec.decompress(data, output="tensor"), x_hat)
 
 
+def test_format_1_files_with_z_first_still_decode(codec: OneDC, kodak_crop: torch.Tensor) -> None:
+    """Version-1 files held [z, y]; version 2 writes [y, z] (z's length is then implicit)."""
+    from test_bitstream import legacy
+
+    stream = codec.compress(kodak_crop, quality=1)
+    y, z = stream.streams
+    size = (stream.height, stream.width)
+    old = Bitstream(stream.model_tag, stream.rung, *size, side=stream.side, streams=[z, y])
+    assert len(z) == codec.latent_codec.z_vq.packed_size(1 * 2) and old.to_bytes() != stream.to_bytes()
+    x_hat = codec.decompress(stream.to_bytes(), output="tensor")
+    assert torch.equal(codec.decompress(legacy(old), output="tensor"), x_hat)
+
+
 def test_round_trip_z_only_mode(codec: OneDC, kodak_crop: torch.Tensor) -> None:
     stream = codec.compress(kodak_crop, quality=0)
     assert [len(s) for s in stream.streams] == [4]  # the hyper-latent alone
