@@ -53,7 +53,6 @@ class OneDCTraining(CodecTraining):
             generator_update_every (10), guidance_learning_rate (1e-6).
     """
 
-
     def __init__(
         self,
         codec: OneDC,

@@ -59,7 +59,6 @@ class OSCARTraining(CodecTraining):
         rung_seed: seeds stage 2's per-step rung draw (the same on every rank).
     """
 
-
     def __init__(
         self,
         codec: OSCAR,

@@ -40,7 +40,6 @@ class StableCodecTraining(CodecTraining):
         diffaugment: the discriminator's DiffAugment policy.
     """
 
-
     def __init__(
         self,
         codec: StableCodec,
