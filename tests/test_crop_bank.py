@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
+from recipe_utils import write_test_recipe
 
 from diffcodec.data import Crop, CropBank, CropBankDataModule
 from diffcodec.data.crop_bank import FLIP_VARIANTS, flip_grids
 from diffcodec.data.crops import flip
 from diffcodec.errors import UsageError
 from diffcodec.training.cli import run_argv
-from tests.recipe_utils import write_test_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [(40, 30), (33, 52), (64, 64)]  # (width, height)
@@ -105,15 +105,12 @@ def test_flip_grids_are_the_transforms_of_crops_flip(mode: str) -> None:
     assert len(grids) == FLIP_VARIANTS[mode] and ours == theirs
 
 
-def test_every_flip_variant_is_drawn(folder: tuple[Path, list[torch.Tensor]]) -> None:
-    root, _ = folder
-    bank = CropBank.from_folder(root)
-    one = torch.zeros(1, dtype=torch.long)
-    window = bank.windows(one * 2, one, one, 16)[0].float() / 255  # the bank's only 64x64 image...
-    bank = CropBank([bank.windows(one * 2, one, one, 16)[0]])  # ...cut to one 16x16 image: one position
+def test_every_flip_variant_is_drawn() -> None:
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    bank = CropBank([image])  # a 16x16 image and 16x16 crops: one position, only the flip varies
     batch = bank.sample(200, 16, torch.Generator().manual_seed(0), flips="dihedral")
     drawn = {p.numpy().tobytes() for p in batch}
-    assert drawn == {v.numpy().tobytes() for v in variants(window, "dihedral")}
+    assert drawn == {v.numpy().tobytes() for v in variants(image.float() / 255, "dihedral")}
 
 
 def test_crop_mix_options(folder: tuple[Path, list[torch.Tensor]]) -> None:
@@ -229,3 +226,9 @@ def test_fit_runs_on_the_crop_bank(tmp_path: Path) -> None:
     data = yaml.safe_load(saved.read_text())["data"]
     assert data["class_path"] == "diffcodec.data.CropBankDataModule"
     assert data["init_args"]["crops"] == 128 and data["init_args"]["flips"] == "both"
+
+
+def test_datamodule_names_a_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--data\.root"):
+        CropBankDataModule("photos", crops=16).setup("fit")

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from diffcodec.data.crops import Crop, FlipMode, MinSizePolicy, as_crops, check_policies
+from diffcodec.data.crops import Crop, FlipMode, MinSizePolicy, as_crops, check_policies, upscale
 from diffcodec.data.folder import DECODE_ERRORS, list_images, open_rgb
 from diffcodec.errors import UsageError
 from diffcodec.imageio import to_tensor
@@ -67,15 +66,6 @@ def flip_grids(mode: FlipMode, size: int, device: torch.device | str = "cpu") ->
     return torch.stack(grids)
 
 
-def _upscale(image: Image.Image, side: int) -> Image.Image:
-    """Resize ``image`` so that its short side is ``side`` (bicubic), as :mod:`~diffcodec.data.crops` does."""
-    width, height = image.size
-    scale = side / min(width, height)
-    return image.resize(
-        (max(side, round(width * scale)), max(side, round(height * scale))), Image.Resampling.BICUBIC
-    )
-
-
 class CropBank:
     """Decoded training images as uint8 tensors; :meth:`sample` cuts a batch of random crops on their device.
 
@@ -99,6 +89,7 @@ class CropBank:
         numel = self.sizes.prod(1) * 3
         self.offsets = torch.cumsum(numel, 0) - numel
         self.data = torch.cat([image.reshape(-1).to(device) for image in images])
+        self.min_side = min(min(image.shape[1:]) for image in images)
         self._grids: dict[tuple[str, int], torch.Tensor] = {}
 
     @classmethod
@@ -131,7 +122,7 @@ class CropBank:
                 if min(image.size) < min_side:
                     if min_size == "skip":
                         continue
-                    image = _upscale(image, min_side)
+                    image = upscale(image, min_side)
                 x = to_tensor(image)[0]
             except DECODE_ERRORS as error:
                 warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
@@ -197,7 +188,7 @@ class CropBank:
             raise UsageError("a crop bank does not cut jittered crops (Crop.jitter, OSCAR's two-step crop)")
         check_policies(flips, "upscale")
         side, count = crop.source_size, crop.kept(batch_size)
-        if int(self.sizes.min()) < side:
+        if self.min_side < side:
             raise UsageError(
                 f"the crop bank holds images smaller than the {side}px crop; build it with min_side={side}"
             )

@@ -124,7 +124,7 @@ class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_set: ImageFolder | None = None
 
-    def setup(self, stage: str | None = None) -> None:
+    def _check_folders(self, stage: str | None) -> None:
         for name in ("train_dir", "val_dir") if stage in (None, "fit") else ("val_dir",):
             folder = getattr(self, name)
             if folder is not None and not os.path.isdir(folder) and self.root is None:
@@ -132,6 +132,9 @@ class ImageFolderDataModule(ValidationFolderMixin, L.LightningDataModule):
                     f"{name} {folder!r} is not a folder; pass the data folder with --data.root DIR "
                     f"(relative {name} paths are inside it) or give {name} in full"
                 )
+
+    def setup(self, stage: str | None = None) -> None:
+        self._check_folders(stage)
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = ImageFolder(
                 self.train_dir,
@@ -389,6 +392,7 @@ class CropBankDataModule(ImageFolderDataModule):
         self.bank: CropBank | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        self._check_folders(stage)
         if stage in (None, "fit") and self.bank is None:
             if self.device is not None:
                 device = torch.device(self.device)
