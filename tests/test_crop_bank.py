@@ -193,6 +193,9 @@ def test_datamodule_batches_are_seeded_and_resumable(tmp_path: Path) -> None:
     assert not any(torch.equal(a, b) for a, b in zip(epoch0, epoch1, strict=True))
     again = module().train_dataloader()
     assert all(torch.equal(a, b) for a, b in zip(epoch0, list(again), strict=True))
+    cut_short = module().train_dataloader()
+    next(iter(cut_short))  # an epoch stopped after one batch (limit_train_batches): the next is epoch 1
+    assert all(torch.equal(a, b) for a, b in zip(epoch1, list(cut_short), strict=True))
     resumed = module(batches_per_epoch=4).train_dataloader()
     resumed.resume(1, 2)
     assert all(torch.equal(a, b) for a, b in zip(epoch1[2:], list(resumed), strict=True))

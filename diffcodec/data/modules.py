@@ -341,10 +341,11 @@ class CropBankBatches:
         return self.bank.sample(self.batch_size, crop, generator, flips=self.flips)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        """The current epoch's batches; the next call gives the next epoch's (even if this one is cut short
+        by ``limit_train_batches`` or ``max_steps``)."""
         epoch, first = self.epoch, self._first
-        for index in range(first, self.batches_per_epoch):
-            yield self.batch(epoch, index)
         self.set_epoch(epoch + 1)
+        return (self.batch(epoch, index) for index in range(first, self.batches_per_epoch))
 
 
 class CropBankDataModule(ImageFolderDataModule):
