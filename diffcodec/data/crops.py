@@ -127,6 +127,15 @@ def check_policies(flips: str, min_size: str) -> None:
         raise ValueError(f"unknown min_size policy {min_size!r}; use 'upscale', 'skip' or 'pad'")
 
 
+def upscale(image: Image.Image, side: int) -> Image.Image:
+    """``image`` resized (bicubic) so that its short side is ``side`` (``min_size="upscale"``)."""
+    width, height = image.size
+    scale = side / min(width, height)
+    return image.resize(
+        (max(side, round(width * scale)), max(side, round(height * scale))), Image.Resampling.BICUBIC
+    )
+
+
 def _source_patch(image: Image.Image, side: int, policy: MinSizePolicy, rng: random.Random) -> torch.Tensor:
     """A random ``side`` × ``side`` square of ``image`` as a (3, side, side) tensor, small images handled."""
     width, height = image.size
@@ -134,10 +143,7 @@ def _source_patch(image: Image.Image, side: int, policy: MinSizePolicy, rng: ran
         if policy == "skip":
             raise TooSmall(f"{width}x{height} is smaller than the {side}x{side} crop")
         if policy == "upscale":
-            scale = side / min(width, height)
-            image = image.resize(
-                (max(side, round(width * scale)), max(side, round(height * scale))), Image.Resampling.BICUBIC
-            )
+            image = upscale(image, side)
             width, height = image.size
         elif policy != "pad":
             raise ValueError(f"unknown min_size policy {policy!r}; use 'upscale', 'skip' or 'pad'")
