@@ -238,6 +238,18 @@ def test_bottleneck_round_trip_with_escapes_and_batches() -> None:
         eb.decompress(strings, (0, 5))
 
 
+def test_tables_built_under_inference_mode_code_and_follow_updates() -> None:
+    z = 2 * torch.randn(2, 6, 4, 5)
+    reference = _bottleneck()
+    reference.update(force=True)
+    eb = _bottleneck()
+    with torch.inference_mode():  # a user's `with torch.inference_mode(): codec.compress(...)`
+        eb.update(force=True)  # the tables are inference tensors: no version counter to key the cache
+        assert eb.compress(z) == reference.compress(z)
+        eb.update(force=True)  # new tables: the cache must not serve the old ones
+        assert eb.decompress(eb.compress(z), (4, 5)).shape == z.shape
+
+
 # ---------------------------------------------------------------------------------------------- gaussian
 def test_scale_table_and_cdf_layout(gaussian: GaussianConditional) -> None:
     table = get_scale_table()

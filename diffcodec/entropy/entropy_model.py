@@ -77,7 +77,8 @@ class EntropyModel(nn.Module):
         if not self.is_updated:
             raise RuntimeError(f"{type(self).__name__} has no CDF tables yet: call update() first")
         buffers = (self._quantized_cdf, self._cdf_length, self._offset)
-        key = tuple(v for b in buffers for v in (id(b), b._version))
+        # (inference tensors, e.g. tables built under torch.inference_mode(), keep no version counter)
+        key = tuple(v for b in buffers for v in (id(b), b.data_ptr(), -1 if b.is_inference() else b._version))
         if self._table_cache is None or self._table_cache[0] != key:
             table = CdfTable(*buffers, precision=self.entropy_coder_precision)
             self._table_cache = (key, table)
