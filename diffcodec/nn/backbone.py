@@ -51,7 +51,8 @@ from diffcodec.nn.memory import (
     unet_activation_bytes,
     vae_activation_bytes,
 )
-from diffcodec.nn.tiling import LatentTiling, VaeTiling, WindowedAttnProcessor, tiled_apply
+from diffcodec.nn.tiling import LatentTiling, VaeTiling, tiled_apply
+from diffcodec.nn.windowed_attention import WindowedAttnProcessor, WindowedSelfAttnProcessor
 from diffcodec.timing import timed
 
 #: StableCodec §6.3's fixed prompt (also CADC's c_fix), verbatim with the final period.
@@ -62,6 +63,8 @@ DEFAULT_PROMPT = (
 PredictionType = Literal["epsilon", "v_prediction"]
 DEFAULT_LATENT_TILING = LatentTiling()
 DEFAULT_VAE_TILING = VaeTiling()
+#: Backbone arguments that :meth:`OneStepBackbone.base_configs` records beside the configs when set.
+ATTENTION_WINDOWS = ("unet_attention_window", "vae_attention_window")
 ConditioningKind = Literal["learned", "prompt", "caption", "tokens"]
 
 DEFAULT_SUBFOLDERS: dict[str, str] = {
@@ -358,6 +361,9 @@ class OneStepBackbone(nn.Module):
         tile: when a pass larger than its tile is tiled: "auto" (only when the untiled pass would not fit
             the device's memory budget), "never" or "always"; see :mod:`diffcodec.nn.memory`.
         vae_attention_window: windowed VAE mid-block attention (OneDC §5: 16); None = global.
+        unet_attention_window: windowed U-Net self-attention, in latent positions (halved per U-Net
+            level); None = global (SD). Linear cost in pixels; the small models' choice
+            (:mod:`diffcodec.nn.windowed_attention`).
         persist_base: include the frozen base weights in ``state_dict()`` (default False).
     """
 
@@ -374,6 +380,7 @@ class OneStepBackbone(nn.Module):
         latent_tiling: LatentTiling | None = DEFAULT_LATENT_TILING,
         vae_tiling: VaeTiling | None = DEFAULT_VAE_TILING,
         vae_attention_window: int | None = None,
+        unet_attention_window: int | None = None,
         persist_base: bool = False,
         tile: TileMode = "auto",
     ) -> None:
@@ -410,6 +417,7 @@ class OneStepBackbone(nn.Module):
         if conv_in_channels is not None and conv_in_channels != self.unet_in_channels:
             self.widen_conv_in(conv_in_channels)
         self.set_vae_attention_window(vae_attention_window)
+        self.set_unet_attention_window(unet_attention_window)
         self.freeze_base()
         self.register_state_dict_post_hook(_drop_base_keys)
         self.register_load_state_dict_pre_hook(_fill_base_keys)
@@ -507,13 +515,17 @@ class OneStepBackbone(nn.Module):
         """The configs that rebuild this backbone's architecture with :meth:`from_config` (JSON values).
 
         The U-Net config keeps its original ``in_channels`` (a widened ``conv_in`` is re-created by the
-        owner's ``conv_in_channels``).
+        owner's ``conv_in_channels``). Attention windows, where set, are recorded with them.
         """
-        return {
+        configs: dict[str, Any] = {
             "vae_config": _plain_config(self.vae.config),
             "unet_config": _plain_config(self.unet.config),
             "scheduler_config": _plain_config(self.scheduler_config),
         }
+        for key in ATTENTION_WINDOWS:
+            if getattr(self, key) is not None:
+                configs[key] = getattr(self, key)
+        return configs
 
     # ------------------------------------------------------------------ properties
     @property
@@ -646,7 +658,10 @@ class OneStepBackbone(nn.Module):
         steps = self._timesteps(timestep, batch, sample.device)
 
         def run(latent: torch.Tensor) -> torch.Tensor:
-            return self.unet(latent.to(dtype), steps, encoder_hidden_states=context).sample
+            windows = {"latent_size": tuple(latent.shape[-2:])} if self.unet_attention_window else None
+            return self.unet(
+                latent.to(dtype), steps, encoder_hidden_states=context, cross_attention_kwargs=windows
+            ).sample
 
         height, width = sample.shape[-2:]
         tiling = self.latent_tiling or DEFAULT_LATENT_TILING
@@ -704,6 +719,14 @@ class OneStepBackbone(nn.Module):
             for attention in getattr(part.mid_block, "attentions", []) if part.mid_block is not None else []:
                 if attention is not None:
                     attention.set_processor(processor)
+
+    def set_unet_attention_window(self, window: int | None) -> None:
+        """Windowed U-Net self-attention (``window`` latent positions at the finest level) or global (None)."""
+        if window is None and getattr(self, "unet_attention_window", None) is None:
+            self.unet_attention_window = None  # diffusers' default processors stay as they are
+            return
+        self.unet_attention_window = window
+        self.unet.set_attn_processor(AttnProcessor2_0() if window is None else WindowedSelfAttnProcessor(window))
 
     def latent_distribution(
         self, x: torch.Tensor, *, tiled: bool | None = None
@@ -939,14 +962,20 @@ def small_backbone(
     :mod:`diffcodec.training.small_base` (``vae/``, ``unet/``, ``scheduler/``). ``kwargs`` go to
     :meth:`OneStepBackbone.from_config` / :meth:`~OneStepBackbone.from_pretrained` (conditioning, conv_in, …).
     A saved codec records :meth:`OneStepBackbone.base_configs` instead of the folder, so it loads anywhere.
+    The mapping may also set the attention windows (:data:`ATTENTION_WINDOWS`); a codec's own argument of
+    the same name (OneDC's ``vae_attention_window``) takes precedence.
     """
     if isinstance(source, (str, os.PathLike)):
         return OneStepBackbone.from_pretrained(source, persist_base=True, **kwargs)
     configs = dict(source if source is not None else default_configs)
     missing = {"vae_config", "unet_config", "scheduler_config"} - set(configs)
-    if missing:
-        raise ValueError(f"backbone configs need {sorted(missing)}; got {sorted(configs)}")
-    return OneStepBackbone.from_config(**configs, persist_base=True, **kwargs)
+    unknown = set(configs) - {"vae_config", "unet_config", "scheduler_config", *ATTENTION_WINDOWS}
+    if missing or unknown:
+        raise ValueError(
+            f"backbone configs need vae_config, unet_config and scheduler_config, and may set "
+            f"{', '.join(ATTENTION_WINDOWS)}; got {sorted(configs)}"
+        )
+    return OneStepBackbone.from_config(**{**configs, **kwargs}, persist_base=True)  # the codec's own args win
 
 
 def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,8 @@ One routine, :func:`tiled_apply`, serves both tiled passes of the backbone::
 *Whether* a pass larger than its tile is tiled is :mod:`diffcodec.nn.memory`'s decision: by default
 ("auto") only when the untiled pass would not fit the device's memory budget.
 
-Also here: :class:`WindowedAttnProcessor`, OneDC §5's windowed VAE mid-block attention, written as a
-diffusers attention processor (set with ``Attention.set_processor``; no forward is replaced).
+Windowed attention (OneDC §5's VAE mid-block, the small models' U-Net), the other way to bound a pass's
+cost, is :mod:`diffcodec.nn.windowed_attention`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+from diffcodec.nn.windowed_attention import WindowedAttnProcessor  # re-exported: its old home
 from diffcodec.progress import progress
 
 
@@ -170,44 +170,6 @@ def tiled_apply(
         total[window] = total[window] + result.to(accumulate) * weights
         weight_sum[window[1:]] += weights
     return (total / weight_sum).to(out_dtype)
-
-
-class WindowedAttnProcessor:
-    """Attention over non-overlapping windows of a (B, C, H, W) feature map (OneDC §5).
-
-    Windows of ``window``×``window`` positions are scanned row-major from the top-left corner; the last
-    row/column of windows may be smaller (the official eval path; for sides divisible by ``window`` this
-    equals its training path). Each window runs the wrapped processor on its own — group norm,
-    single-head attention and residual included — exactly as the unpatched attention would on that crop.
-    """
-
-    def __init__(self, window: int, processor: object | None = None) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"attention window must be a positive int, got {window!r}")
-        self.window = window
-        self.processor = processor if processor is not None else AttnProcessor2_0()
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: object,
-    ) -> torch.Tensor:
-        if hidden_states.ndim != 4 or encoder_hidden_states is not None or attention_mask is not None:
-            raise ValueError("WindowedAttnProcessor handles spatial self-attention on (B, C, H, W) maps only")
-        height, width = hidden_states.shape[-2:]
-        rows = []
-        for top in range(0, height, self.window):
-            band = hidden_states[..., top : top + self.window, :]
-            row = [
-                self.processor(attn, band[..., left : left + self.window].contiguous(), temb=temb)
-                for left in range(0, width, self.window)
-            ]
-            rows.append(torch.cat(row, dim=-1))
-        return torch.cat(rows, dim=-2)
 
 
 __all__ = [

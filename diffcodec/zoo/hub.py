@@ -252,9 +252,10 @@ def codec_config(codec: Codec, base_weights: Mapping[str, torch.Tensor] | None =
             f"cannot save {cls.__name__}: required constructor argument(s) {missing} were not recorded"
         )
     backbone = getattr(codec, "backbone", None)
-    if isinstance(init_args.get("backbone"), str) and hasattr(backbone, "base_configs"):
+    if isinstance(init_args.get("backbone"), (str, Mapping)) and hasattr(backbone, "base_configs"):
         # a small base-model folder (diffcodec.training.small_base): its weights are saved with the codec,
-        # so config.json records the architecture, not a path that exists only on the training machine
+        # so config.json records the architecture, not a path that exists only on the training machine;
+        # configs are re-read from the backbone too, so that attention windows set since are kept
         init_args["backbone"] = backbone.base_configs()
     base = codec.base_model_ref()
     base_weights = base_state(codec) if base_weights is None else base_weights
