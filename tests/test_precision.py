@@ -28,7 +28,8 @@ def test_bf16_writes_the_float32_files_and_decodes_close_to_float32(name: str) -
     assert decoded.dtype == torch.float32 and decoded.shape == reference.shape
     psnr = 10 * torch.log10(1 / ((decoded - reference) ** 2).mean())
     assert 30 < psnr < 100  # bf16 changes the pixels a little, never the symbols
-    assert set(attention_processors(bf16)) <= {"AttnProcessor2_0", "WindowedAttnProcessor"}  # SDPA
+    sdpa = {"AttnProcessor2_0", "WindowedAttnProcessor", "WindowedSelfAttnProcessor"}
+    assert set(attention_processors(bf16)) <= sdpa
 
 
 def test_precision_can_be_undone_and_rejects_other_dtypes() -> None:

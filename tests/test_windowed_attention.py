@@ -72,9 +72,8 @@ def test_self_attention_equals_attention_on_each_window_and_cross_attention_is_g
         first = AttnProcessor2_0()(attention, coarse.reshape(1, 10, 18, 16)[:, :4, :4].reshape(1, 16, 16))
         torch.testing.assert_close(windowed[:, :4, :4].reshape(1, 16, 16), first)
         context = torch.randn(2, 5, 12)
-        torch.testing.assert_close(
-            processor(cross, tokens, context, latent_size=(20, 36)), AttnProcessor2_0()(cross, tokens, context)
-        )
+        expected = AttnProcessor2_0()(cross, tokens, context)
+        torch.testing.assert_close(processor(cross, tokens, context, latent_size=(20, 36)), expected)
 
 
 def make_backbone(window: int | None) -> OneStepBackbone:
@@ -140,7 +139,8 @@ def test_windows_are_saved_with_the_codec_and_reloaded_in_a_fresh_process(tmp_pa
         "print(b.unet_attention_window, b.vae_attention_window, "
         "type(b.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor).__name__)"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    command = [sys.executable, "-c", script, str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["4", "4", "WindowedSelfAttnProcessor"]
 
 

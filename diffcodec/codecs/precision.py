@@ -14,7 +14,7 @@ precision modules get a forward pre-hook that casts their floating-point inputs 
 hook that casts tensor outputs back to float32, so the code around them (written for fp32) is unchanged.
 
 Attention runs through PyTorch's ``scaled_dot_product_attention`` (diffusers' ``AttnProcessor2_0``, its
-default in torch ≥ 2, and diffcodec's windowed processor): :func:`attention_processors` lists what a codec
+default in torch ≥ 2, and diffcodec's windowed processors): :func:`attention_processors` lists what a codec
 uses. On CUDA the convolutional networks are put in ``channels_last`` memory format (faster cuDNN kernels in
 bf16/fp16); ``compile=True`` compiles the U-Net and the VAE decoder in place (``nn.Module.compile``,
 state-dict keys unchanged; the first call per shape pays the compilation).

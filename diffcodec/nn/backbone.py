@@ -721,12 +721,13 @@ class OneStepBackbone(nn.Module):
                     attention.set_processor(processor)
 
     def set_unet_attention_window(self, window: int | None) -> None:
-        """Windowed U-Net self-attention (``window`` latent positions at the finest level) or global (None)."""
+        """Windowed U-Net self-attention (``window`` latents wide at the finest level) or global (None)."""
         if window is None and getattr(self, "unet_attention_window", None) is None:
             self.unet_attention_window = None  # diffusers' default processors stay as they are
             return
         self.unet_attention_window = window
-        self.unet.set_attn_processor(AttnProcessor2_0() if window is None else WindowedSelfAttnProcessor(window))
+        processor = AttnProcessor2_0() if window is None else WindowedSelfAttnProcessor(window)
+        self.unet.set_attn_processor(processor)
 
     def latent_distribution(
         self, x: torch.Tensor, *, tiled: bool | None = None

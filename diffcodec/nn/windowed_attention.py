@@ -55,7 +55,7 @@ def _bands(length: int, window: int) -> list[tuple[int, int, int]]:
     """(start, count, size) runs of equal windows covering ``length``: full windows, then the rest."""
     full, rest = divmod(length, window)
     bands = [(0, full, window)] if full else []
-    return bands + [(full * window, 1, rest)] if rest else bands
+    return [*bands, (full * window, 1, rest)] if rest else bands
 
 
 def _check_window(window: int) -> int:
