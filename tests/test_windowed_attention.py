@@ -147,3 +147,20 @@ def test_windows_are_saved_with_the_codec_and_reloaded_in_a_fresh_process(tmp_pa
 def test_unknown_backbone_keys_are_refused():
     with pytest.raises(ValueError, match="may set unet_attention_window"):
         small_backbone({**tiny_configs(), "unet_window": 8}, tiny_configs())
+
+
+def test_a_base_folder_brings_its_windows_and_the_codec_argument_wins(tmp_path):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    configs = tiny_configs()
+    AutoencoderKL.from_config(configs["vae_config"]).save_pretrained(tmp_path / "vae")
+    UNet2DConditionModel.from_config(configs["unet_config"]).save_pretrained(tmp_path / "unet")
+    DDPMScheduler.from_config(configs["scheduler_config"]).save_pretrained(tmp_path / "scheduler")
+    assert small_backbone(tmp_path, configs).unet_attention_window is None  # no backbone.json: global
+    (tmp_path / "backbone.json").write_text('{"unet_attention_window": 16, "vae_attention_window": 16}')
+    backbone = small_backbone(tmp_path, configs, vae_attention_window=8)
+    assert (backbone.unet_attention_window, backbone.vae_attention_window) == (16, 8)
+    assert backbone.base_configs()["unet_attention_window"] == 16  # what a saved codec records
+    (tmp_path / "backbone.json").write_text('{"attention_window": 16}')
+    with pytest.raises(ValueError, match="may only set unet_attention_window"):
+        small_backbone(tmp_path, configs)

@@ -25,6 +25,7 @@ embedding) and ``load_state_dict`` accepts state dicts without the base (see :me
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import warnings
@@ -963,11 +964,13 @@ def small_backbone(
     :mod:`diffcodec.training.small_base` (``vae/``, ``unet/``, ``scheduler/``). ``kwargs`` go to
     :meth:`OneStepBackbone.from_config` / :meth:`~OneStepBackbone.from_pretrained` (conditioning, conv_in, …).
     A saved codec records :meth:`OneStepBackbone.base_configs` instead of the folder, so it loads anywhere.
-    The mapping may also set the attention windows (:data:`ATTENTION_WINDOWS`); a codec's own argument of
-    the same name (OneDC's ``vae_attention_window``) takes precedence.
+    The mapping may also set the attention windows (:data:`ATTENTION_WINDOWS`), and a base folder may hold
+    them in ``backbone.json`` (:func:`base_attention_windows`); a codec's own argument of the same name
+    (OneDC's ``vae_attention_window``) takes precedence.
     """
     if isinstance(source, (str, os.PathLike)):
-        return OneStepBackbone.from_pretrained(source, persist_base=True, **kwargs)
+        windows = base_attention_windows(source)
+        return OneStepBackbone.from_pretrained(source, persist_base=True, **{**windows, **kwargs})
     configs = dict(source if source is not None else default_configs)
     missing = {"vae_config", "unet_config", "scheduler_config"} - set(configs)
     unknown = set(configs) - {"vae_config", "unet_config", "scheduler_config", *ATTENTION_WINDOWS}
@@ -977,6 +980,27 @@ def small_backbone(
             f"{', '.join(ATTENTION_WINDOWS)}; got {sorted(configs)}"
         )
     return OneStepBackbone.from_config(**{**configs, **kwargs}, persist_base=True)  # the codec's own args win
+
+
+BASE_WINDOWS_FILE = "backbone.json"
+
+
+def base_attention_windows(folder: str | os.PathLike) -> dict[str, int]:
+    """The attention windows a small base model was trained with: ``<folder>/backbone.json``, if any.
+
+    :mod:`diffcodec.training.small_base` writes it beside ``vae/`` and ``unet/``; keys are
+    :data:`ATTENTION_WINDOWS` (others are refused), values positive ints or null.
+    """
+    path = Path(folder) / BASE_WINDOWS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        windows = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a JSON object of attention windows: {error}") from None
+    if not isinstance(windows, dict) or set(windows) - set(ATTENTION_WINDOWS):
+        raise ValueError(f"{path} may only set {', '.join(ATTENTION_WINDOWS)}; got {windows!r}")
+    return {key: value for key, value in windows.items() if value is not None}
 
 
 def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -1038,6 +1062,7 @@ __all__ = [
     "LearnedEmbedding",
     "OneStepBackbone",
     "VaeTiling",
+    "base_attention_windows",
     "encode_text",
     "load_component",
     "reference_configs",
