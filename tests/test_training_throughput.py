@@ -329,3 +329,32 @@ def test_recipe_flags_reach_the_module_and_checkpoints_stay_contiguous(
     assert all(v.is_contiguous() for v in state.values())
     vae = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
     assert vae.encoder.conv_in.weight.is_contiguous()
+
+
+# ------------------------------------------------------------------- the benchmark script
+def test_training_speed_benchmark_runs_old_and_new_pipelines(tmp_path: Path, photos_dir: Path) -> None:
+    """``benchmarks/training_speed.py`` in a fresh process on the U-Net phase (its base folder does not
+    exist here: a random-init stand-in is built): both pipelines run, with the settings they claim."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "speed.json"
+    command = [
+        sys.executable, str(REPO / "benchmarks/training_speed.py"), "--root", str(photos_dir.parent),
+        "--accelerator", "cpu", "--recipe", "recipes/base/unet_eps.yaml", "--steps", "2", "--warmup", "1",
+        "--crop", "64", "--batch-size", "1", "--json", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    old, new = json.loads(out.read_text())["results"]
+    assert (old["pipeline"], old["data"], old["precision"]) == ("old", "ImageFolderDataModule", "32-true")
+    assert not old["channels_last"] and not old["compile"]
+    assert (new["pipeline"], new["data"], new["channels_last"]) == ("new", "CropBankDataModule", True)
+    assert new["precision"] == "32-true"  # auto on the CPU
+    assert old["steps_per_s"] > 0 and new["steps_per_s"] > 0
+    assert new["speedup"] == pytest.approx(new["steps_per_s"] / old["steps_per_s"], rel=0.01)
+    assert old["crops"] == [{"size": 64}, {"size": 64, "downscale_from": 128}] and old["batch_size"] == 1
+    assert "steps/s" in run.stdout and not (tmp_path / "runs").exists()  # nothing written beside it
