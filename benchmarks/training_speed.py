@@ -8,7 +8,8 @@ LightningCLI on the recipe twice and times ``--steps`` training batches after ``
   ``num_workers`` workers), ``precision 32-true``, no throughput options;
 - **new**: the same data arguments through ``CropBankDataModule`` (photos decoded once, crops cut on the
   training device), ``--precision`` (``auto``: ``bf16-mixed`` on a CUDA card with bf16, else ``32-true``:
-  on the CPU bf16 autocast measured slower at these model sizes), ``channels_last``, and ``compile`` with
+  on the CPU bf16 autocast measured slower at these model sizes), ``channels_last`` (unless
+  ``--no-channels-last``), and ``compile`` with
   ``--compile`` (the first steps pay the compilation: give it a long ``--warmup``).
 
 The clock runs from the end of the last warm-up batch to the end of the last timed one, data loading
@@ -159,7 +160,7 @@ def phase_config(
     if new:
         data["class_path"] = "diffcodec.data.CropBankDataModule"
         trainer["precision"] = new_precision(args.precision, args.accelerator)
-        model["channels_last"] = True
+        model["channels_last"] = bool(args.channels_last)
         model["compile"] = bool(args.compile)
     return config
 
@@ -211,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (compilation, cuDNN)")
     parser.add_argument("--precision", default="auto", help="the new pipeline's: auto, bf16-mixed, 32-true")
     parser.add_argument("--compile", action="store_true", help="the new pipeline compiles its networks")
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True,
+        help="the new pipeline's channels_last (default on; --no-channels-last to measure without it)",
+    )  # fmt: skip
     parser.add_argument("--crop", type=int, help="every crop of the mix at this size (small CPU runs)")
     parser.add_argument("--batch-size", type=int, help="override the recipes' batch size")
     parser.add_argument("--pipelines", default="old,new", help="which to run: old, new or old,new")

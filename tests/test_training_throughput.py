@@ -11,9 +11,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from diffusers import AutoencoderKL
 from recipe_utils import build_training_module, write_test_recipe
+from test_small_base import shrunk
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -31,12 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENTROPY_MODELS = (GaussianConditional, EntropyBottleneck, VectorQuantize)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------- tiny training modules, one per method
@@ -286,11 +281,20 @@ def test_compile_without_a_network_to_compile_is_a_clear_error() -> None:
     assert not _ConvOnly().images(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
 
 
+#: A one-level VAE without attention: the smallest graph for a real compilation.
+ONE_LEVEL_VAE = {
+    "down_block_types": ["DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D"],
+    "block_out_channels": [8], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4,
+    "mid_block_add_attention": False,
+}  # fmt: skip
+
+
 @pytest.mark.heavy
 def test_a_compiled_training_step_on_the_cpu(tmp_path: Path) -> None:
-    """A real torch.compile (inductor, C++ on the CPU; about a minute here) of the tiny VAE: the step's
-    loss equals the eager one's to float rounding and the keys are unchanged."""
-    eager = _autoencoder()
+    """A real torch.compile (inductor, C++ on the CPU) of a one-level VAE's encoder and decoder, forward
+    and backward: the step's loss equals the eager one's to float rounding and the keys are unchanged."""
+    torch.manual_seed(0)
+    eager = AutoencoderPretraining(vae_config=ONE_LEVEL_VAE, lpips_weight=0.0)
     compiled = copy.deepcopy(eager)
     compiled.hparams["compile"] = True
     a, b = fit(eager, 64, 1), fit(compiled, 64, 1)
@@ -306,18 +310,10 @@ def test_recipe_flags_reach_the_module_and_checkpoints_stay_contiguous(
     """``--model.init_args.channels_last true`` through ``diffcodec fit`` (the small-base VAE recipe, tiny
     VAE, bf16-mixed): the checkpoint records the option, holds contiguous tensors with the usual keys, and
     the written VAE folder loads back."""
-    recipe = yaml.safe_load((REPO / "recipes/base/vae.yaml").read_text())
-    recipe["model"]["init_args"].update(
-        output_dir=str(tmp_path / "out"), vae_config=tiny_configs()["vae_config"], lpips_weight=0.0
-    )
-    recipe["data"]["init_args"].update(
-        train_dir=str(photos_dir),
-        val_dir=str(photos_dir),
-        batch_size=2,
-        crops=64,
-        num_workers=0,
-        val_max_images=1,
-    )
+    recipe = shrunk(
+        "vae.yaml", photos_dir, output_dir=str(tmp_path / "out"), vae_config=tiny_configs()["vae_config"],
+        lpips_weight=0.0,
+    )  # fmt: skip
     path = write_test_recipe(recipe, tmp_path, "vae", max_steps=2, val_check_interval=2)
     flags = ["--model.init_args.channels_last", "true", "--trainer.precision", "bf16-mixed"]
     assert run_argv("fit", ["-c", str(path), *flags]) == 0
