@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffcodec.entropy.entropy_model import EntropyModel
+from diffcodec.entropy.ops import full_precision
 from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
 
 __all__ = ["EntropyBottleneck"]
@@ -127,16 +128,19 @@ class EntropyBottleneck(EntropyModel):
         upper = self._logits_cumulative(inputs + 0.5, stop_gradient=stop_gradient)
         return torch.sigmoid(upper) - torch.sigmoid(lower), lower, upper
 
+    @full_precision
     def loss(self) -> Tensor:
         """Auxiliary loss that fits ``quantiles`` to the tail_mass/2, median and 1 − tail_mass/2 quantiles."""
         logits = self._logits_cumulative(self.quantiles, stop_gradient=True)
         return torch.abs(logits - self.target).sum()
 
+    @full_precision
     def forward(self, z: Tensor, training: bool | None = None) -> tuple[Tensor, Tensor]:
         """``(ẑ, likelihoods)`` for ``z`` of shape ``(B, C, ...)``.
 
         Training: ``ẑ = z + u``, u ~ U(−½, ½). Eval: ``ẑ = round(z − med) + med`` (straight-through
-        gradient). Likelihoods are lower-bounded by ``likelihood_bound``.
+        gradient). Likelihoods are lower-bounded by ``likelihood_bound``; float32 under autocast too
+        (:func:`~diffcodec.entropy.ops.full_precision`).
         """
         self._check_input(z)
         if training is None:

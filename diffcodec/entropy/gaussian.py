@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from diffcodec.entropy.entropy_model import EntropyModel
-from diffcodec.entropy.ops import LowerBound
+from diffcodec.entropy.ops import LowerBound, full_precision
 from diffcodec.entropy.tables import pmfs_to_quantized_cdfs
 
 __all__ = ["GaussianConditional", "get_scale_table"]
@@ -98,11 +98,13 @@ class GaussianConditional(EntropyModel):
         lower = _standardized_cumulative((-0.5 - values) / scales)
         return upper - lower
 
+    @full_precision
     def forward(
         self, y: Tensor, scales: Tensor, means: Tensor | None = None, training: bool | None = None
     ) -> tuple[Tensor, Tensor]:
         """``(ŷ, likelihoods)``: ``ŷ = y + u`` in training mode, ``round(y − μ) + μ`` (straight-through
-        gradient) in eval mode; likelihoods of ``ŷ`` under N(μ, σ'²) integrated over the unit bin."""
+        gradient) in eval mode; likelihoods of ``ŷ`` under N(μ, σ'²) integrated over the unit bin. In float32
+        under autocast too (:func:`~diffcodec.entropy.ops.full_precision`)."""
         if training is None:
             training = self.training
         outputs = self.quantize(y, "noise" if training else "ste", means)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffcodec.bitstream import DecodeError
+from diffcodec.entropy.ops import full_precision
 from diffcodec.timing import timed
 
 __all__ = [
@@ -106,6 +107,7 @@ class CosineSimCodebook(nn.Module):
         self.register_buffer("embed_avg", embed.clone())
         self.register_buffer("embed", embed)
 
+    @full_precision
     def nearest(self, unit: torch.Tensor) -> torch.Tensor:
         """Index of the code with the largest cosine similarity to each unit vector (…, d) → (…)."""
         return (unit.float() @ self.embed[0].detach().t()).argmax(dim=-1)
@@ -205,9 +207,11 @@ class VectorQuantize(nn.Module):
         """project_out(codebook[indices]): (B, N) → (B, N, dim)."""
         return self.project_out(self._codebook.lookup(indices))
 
+    @full_precision
     def forward(self, x: torch.Tensor) -> VQOutput:
         """Quantise (B, N, dim); in train mode also update the codebook by EMA and return the commitment
-        loss with gradients through the rotation trick (or straight-through)."""
+        loss with gradients through the rotation trick (or straight-through). Float32 under autocast too
+        (:func:`~diffcodec.entropy.ops.full_precision`): the code choice and the EMA never see bf16."""
         unit = self.project(x)
         indices = self._codebook.nearest(unit)
         codes = self._codebook.lookup(indices)

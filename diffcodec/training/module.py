@@ -12,7 +12,7 @@ A :class:`~diffcodec.codecs.base.Codec` is a plain ``torch.nn.Module`` holding t
 What the base class does once for all methods:
 
 - **stages**: ``stage`` is checked against the method's :attr:`CodecTraining.stages`;
-- **batches**: :meth:`CodecTraining.images` unpacks ``x`` or ``(x, …)`` batches;
+- **batches**: :meth:`CodecTraining.images` unpacks ``x`` or ``(x, …)`` batches (channels_last when asked);
 - **gradient accumulation and clipping** (:meth:`CodecTraining.update`): every method accumulates over
   ``accumulate_grad_batches`` micro-batches (loss / N, DDP gradient sync on the last micro-batch only)
   and clips the gradient norm at ``gradient_clip`` before each optimiser step;
@@ -20,7 +20,8 @@ What the base class does once for all methods:
   turn it is receives gradients;
 - **the optimisation step** (:attr:`CodecTraining.optimizer_step_count`): the step the LR schedules
   (:mod:`diffcodec.training.schedules`) see counts optimiser steps, i.e. micro-batches // N;
-- **logging** (:meth:`CodecTraining.log_terms`).
+- **logging** (:meth:`CodecTraining.log_terms`);
+- **throughput options** ``channels_last`` and ``compile`` (:mod:`diffcodec.training.throughput`).
 
 A stage with one optimiser uses Lightning's **automatic optimisation** (``training_step`` returns the loss
 through :meth:`CodecTraining.optimize`; the module's ``accumulate_grad_batches`` becomes the trainer's, and
@@ -43,16 +44,13 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from diffcodec.codecs.base import Codec, CodecOutput
 from diffcodec.training.accumulation import GradientAccumulation
+from diffcodec.training.throughput import ThroughputOptions
+from diffcodec.training.throughput import batch_images as images
 
 __all__ = ["CodecTraining", "images"]
 
 
-def images(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """The image tensor of a batch: ``x`` itself or the first element of ``(x, …)``."""
-    return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
-class CodecTraining(L.LightningModule):
+class CodecTraining(ThroughputOptions, L.LightningModule):
     """Base of the methods' training modules (see the module docstring).
 
     Args:
@@ -62,6 +60,9 @@ class CodecTraining(L.LightningModule):
         weight_decay: AdamW weight decay.
         gradient_clip: the gradient-norm limit applied before every optimiser step (None: no clipping).
         accumulate_grad_batches: micro-batches per optimiser step.
+        channels_last: convolution weights and batch images in ``torch.channels_last`` memory format.
+        compile: compile the U-Nets and VAE encoders / decoders in place (``nn.Module.compile``).
+            Both: see :mod:`diffcodec.training.throughput`.
 
     Subclasses set :attr:`stages` and implement ``training_step`` / ``configure_optimizers`` with the
     helpers below. Frozen pretrained weights of training-only networks (a discriminator's trunk, a teacher
@@ -81,6 +82,8 @@ class CodecTraining(L.LightningModule):
         weight_decay: float = 0.0,
         gradient_clip: float | None = 1.0,
         accumulate_grad_batches: int = 1,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(codec, Codec):
@@ -96,8 +99,6 @@ class CodecTraining(L.LightningModule):
     # ------------------------------------------------------------------ the codec
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> CodecOutput:
         return self.codec(x, *args, **kwargs)
-
-    images = staticmethod(images)
 
     @property
     def pad_multiple(self) -> int:

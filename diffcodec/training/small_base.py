@@ -37,6 +37,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
 from diffcodec.nn.backbone import tiny_configs
+from diffcodec.training.throughput import ThroughputOptions
 
 __all__ = ["SMALL_BASE_VAE", "AutoencoderPretraining", "DenoiserPretraining"]
 
@@ -46,16 +47,12 @@ SMALL_BASE_VAE: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _images(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     mse = F.mse_loss(x.clamp(0, 1), y.clamp(0, 1))
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
-class AutoencoderPretraining(L.LightningModule):
+class AutoencoderPretraining(ThroughputOptions, L.LightningModule):
     """Stage 1 of the small base: train a kl-f8 VAE (see the module docstring).
 
     Args:
@@ -64,6 +61,8 @@ class AutoencoderPretraining(L.LightningModule):
         l1_weight, lpips_weight, kl_weight: loss weights (LDM: 1, 1, 1e-6).
         lpips_net: LPIPS trunk; LDM uses "vgg", the bundled base uses "alex" (≈10× cheaper on a CPU).
         learning_rate: AdamW learning rate (cosine-decayed to 10 % over ``trainer.max_steps``).
+        channels_last, compile: throughput options (:mod:`diffcodec.training.throughput`; compile: the
+            VAE's encoder and decoder).
     """
 
     def __init__(
@@ -75,6 +74,8 @@ class AutoencoderPretraining(L.LightningModule):
         kl_weight: float = 1e-6,
         lpips_net: Literal["alex", "vgg"] = "vgg",
         learning_rate: float = 5e-4,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -90,7 +91,7 @@ class AutoencoderPretraining(L.LightningModule):
         return self._lpips
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x = _images(batch) * 2 - 1
+        x = self.images(batch) * 2 - 1
         posterior = self.vae.encode(x).latent_dist
         z = posterior.sample()
         x_hat = self.vae.decode(z).sample
@@ -111,7 +112,7 @@ class AutoencoderPretraining(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x = _images(batch)
+        x = self.images(batch)
         x_hat = self.vae.decode(self.vae.encode(x * 2 - 1).latent_dist.mode()).sample.add(1).div(2)
         self.log("val/psnr", _psnr(x_hat, x), prog_bar=True)
 
@@ -137,7 +138,7 @@ class AutoencoderPretraining(L.LightningModule):
         return _adamw_cosine(self, self.vae.parameters(), self.hparams.learning_rate)
 
 
-class DenoiserPretraining(L.LightningModule):
+class DenoiserPretraining(ThroughputOptions, L.LightningModule):
     """Stage 2 of the small base: a DDPM-trained U-Net on the frozen VAE's latents (module docstring).
 
     Args:
@@ -148,6 +149,8 @@ class DenoiserPretraining(L.LightningModule):
         prediction_type: "epsilon" (SD-1.5, SD-Turbo) or "v_prediction" (SD-2.1).
         embedding_length: tokens of the learned null conditioning.
         learning_rate: AdamW learning rate (cosine-decayed to 10 % over ``trainer.max_steps``).
+        channels_last, compile: throughput options (:mod:`diffcodec.training.throughput`; compile: the
+            U-Net and the frozen VAE's encoder and decoder).
     """
 
     def __init__(
@@ -158,6 +161,8 @@ class DenoiserPretraining(L.LightningModule):
         prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
         embedding_length: int = 8,
         learning_rate: float = 2e-4,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -195,12 +200,12 @@ class DenoiserPretraining(L.LightningModule):
         return F.mse_loss(prediction, target)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(_images(batch))
+        loss = self._loss(self.images(batch))
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(_images(batch)), prog_bar=True)
+        self.log("val/loss", self._loss(self.images(batch)), prog_bar=True)
 
     def save_base(self, output_dir: str | Path) -> Path:
         """Write the finished base model: ``vae/`` (copied), ``unet/`` and ``scheduler/``."""

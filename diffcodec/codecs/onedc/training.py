@@ -41,7 +41,8 @@ class OneDCTraining(CodecTraining):
     Args:
         codec: the OneDC to train (its active rung; λ is ``codec.lambdas[codec.quality]``).
         stage: 1 or 2. learning_rate (5e-5 stage 1, 1e-6 stage 2), weight_decay (1e-2), gradient_clip
-            (5.0), accumulate_grad_batches: see :class:`~diffcodec.training.module.CodecTraining`.
+            (5.0), accumulate_grad_batches, channels_last, compile: see
+            :class:`~diffcodec.training.module.CodecTraining`.
         Stage 1: l1_weight, lpips_weight (1, 1), rate_warmup_steps / rate_warmup_start (4000, 1e-4),
             code_weight (1e-3), code_mse_weight (0.01), tokenizer (a
             :class:`~diffcodec.codecs.onedc.losses.VQGANTokenizer` config; None disables the code loss),
@@ -80,12 +81,15 @@ class OneDCTraining(CodecTraining):
         weight_decay: float = 1e-2,
         gradient_clip: float = 5.0,
         accumulate_grad_batches: int = 1,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if generator_update_every < 1:
             raise ValueError(f"generator_update_every must be >= 1, got {generator_update_every}")
         super().__init__(
             codec, stage=stage, learning_rate=learning_rate, weight_decay=weight_decay,
             gradient_clip=gradient_clip, accumulate_grad_batches=accumulate_grad_batches,
+            channels_last=channels_last, compile=compile,
         )  # fmt: skip
         self.rate_weight: float | None = None  # λ_step when a schedule sets it; None: computed per step
         self._losses: dict[str, nn.Module] = {}  # LPIPS, built on first use, not in the state dict

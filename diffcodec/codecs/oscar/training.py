@@ -50,7 +50,8 @@ class OSCARTraining(CodecTraining):
 
     Args:
         codec: the OSCAR to train.
-        stage: 1 or 2. learning_rate, weight_decay, gradient_clip, accumulate_grad_batches: see
+        stage: 1 or 2. learning_rate, weight_decay, gradient_clip, accumulate_grad_batches, channels_last,
+            compile: see
             :class:`~diffcodec.training.module.CodecTraining`.
         pixel_loss, dists_weight, edge_dists_weight, latent_cosine_weight, latent_cosine_axis,
             commitment_weight: the stage-2 loss (λ₁ terms) and L_repa.
@@ -78,11 +79,14 @@ class OSCARTraining(CodecTraining):
         discriminator_learning_rate: float = 5e-5,
         gradient_clip: float = 1.0,
         accumulate_grad_batches: int = 1,
+        channels_last: bool = False,
+        compile: bool = False,
         rung_seed: int = 123,
     ) -> None:
         super().__init__(
             codec, stage=stage, learning_rate=learning_rate, weight_decay=weight_decay,
             gradient_clip=gradient_clip, accumulate_grad_batches=accumulate_grad_batches,
+            channels_last=channels_last, compile=compile,
         )  # fmt: skip
         self.discriminator: LatentDiscriminator | None = None
         if stage == 2 and gan_weight > 0:  # a clean copy of the base U-Net, without the codec's adapters

@@ -24,7 +24,8 @@ class LatentHyperpriorTraining(CodecTraining):
     """One-stage rate–distortion training of a :class:`LatentHyperprior` (all rungs, one model).
 
     Args:
-        codec: the codec to train. learning_rate, gradient_clip, accumulate_grad_batches: see
+        codec: the codec to train. learning_rate, gradient_clip, accumulate_grad_batches, channels_last,
+            compile: see
             :class:`~diffcodec.training.module.CodecTraining`.
         aux_learning_rate: the quantile (aux) optimiser's learning rate.
     """
@@ -40,10 +41,13 @@ class LatentHyperpriorTraining(CodecTraining):
         aux_learning_rate: float = 1e-3,
         gradient_clip: float | None = None,
         accumulate_grad_batches: int = 1,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             codec, stage=stage, learning_rate=learning_rate, gradient_clip=gradient_clip,
             accumulate_grad_batches=accumulate_grad_batches,
+            channels_last=channels_last, compile=compile,
         )  # fmt: skip
 
     def steps_several_optimizers(self) -> bool:

@@ -32,7 +32,8 @@ class StableCodecTraining(CodecTraining):
 
     Args:
         codec: the StableCodec (or CADC) to train.
-        stage: 1 or 2. learning_rate, weight_decay, gradient_clip, accumulate_grad_batches: see
+        stage: 1 or 2. learning_rate, weight_decay, gradient_clip, accumulate_grad_batches, channels_last,
+            compile: see
             :class:`~diffcodec.training.module.CodecTraining`.
         mse_weight (2), lpips_weight (1), clip_weight (0.1): the distortion D.
         adversarial_weight (0.1), adversarial_target (0.8), discriminator_learning_rate: stage 2's GAN.
@@ -55,6 +56,8 @@ class StableCodecTraining(CodecTraining):
         weight_decay: float = 1e-2,
         gradient_clip: float = 1.0,
         accumulate_grad_batches: int = 1,
+        channels_last: bool = False,
+        compile: bool = False,
         clip_model: str | Mapping[str, Any] | None = "openai/clip-vit-base-patch32",
         discriminator_model: str | Mapping[str, Any] | None = "facebook/dinov2-with-registers-base",
         diffaugment: str = "color,translation,cutout",
@@ -62,6 +65,7 @@ class StableCodecTraining(CodecTraining):
         super().__init__(
             codec, stage=stage, learning_rate=learning_rate, weight_decay=weight_decay,
             gradient_clip=gradient_clip, accumulate_grad_batches=accumulate_grad_batches,
+            channels_last=channels_last, compile=compile,
         )  # fmt: skip
         self._losses: dict[str, nn.Module] = {}  # LPIPS / CLIP, built on first use, not in the state dict
         self.discriminator: DINOv2Discriminator | None = None
