@@ -46,7 +46,9 @@ def base_folder(tmp_path_factory: pytest.TempPathFactory, photos_dir: Path) -> P
 
 
 def test_stages_write_a_diffusers_base_folder(base_folder: Path) -> None:
-    assert {p.name for p in base_folder.iterdir()} >= {"vae", "unet", "scheduler"}
+    assert {p.name for p in base_folder.iterdir()} >= {"vae", "unet", "scheduler", "backbone.json"}
+    windows = json.loads((base_folder / "backbone.json").read_text())  # the linear-cost design
+    assert windows == {"unet_attention_window": 16, "vae_attention_window": 16}
     vae = AutoencoderKL.from_pretrained(base_folder / "vae")
     assert list(vae.config.block_out_channels) == list(tiny_configs()["vae_config"]["block_out_channels"])
     # LDM App. G: latents rescaled to unit variance, so the factor is not SD's 0.18215 default
@@ -82,6 +84,7 @@ def test_a_codec_on_the_base_saves_the_architecture_not_the_path(base_folder: Pa
     shutil.rmtree(local)  # the saved codec must not need the folder any more
     config = json.loads((tmp_path / "codec" / "config.json").read_text())
     assert isinstance(config["init_args"]["backbone"], dict)
+    assert config["init_args"]["backbone"]["unet_attention_window"] == 16  # from the base's backbone.json
     again = diffcodec.load(str(tmp_path / "codec"))
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     assert again.compress(x).to_bytes() == codec.compress(x).to_bytes()

@@ -24,6 +24,7 @@ Each stage writes a diffusers folder (``vae/``, then ``unet/`` + ``scheduler/`` 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Mapping
@@ -36,7 +37,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from diffcodec.nn.backbone import tiny_configs
+from diffcodec.nn.backbone import ATTENTION_WINDOWS, BASE_WINDOWS_FILE, tiny_configs
+from diffcodec.nn.windowed_attention import WindowedSelfAttnProcessor
 from diffcodec.training.throughput import ThroughputOptions
 
 __all__ = ["SMALL_BASE_VAE", "AutoencoderPretraining", "DenoiserPretraining"]
@@ -151,6 +153,11 @@ class DenoiserPretraining(ThroughputOptions, L.LightningModule):
         learning_rate: AdamW learning rate (cosine-decayed to 10 % over ``trainer.max_steps``).
         channels_last, compile: throughput options (:mod:`diffcodec.training.throughput`; compile: the
             U-Net and the frozen VAE's encoder and decoder).
+        unet_attention_window, vae_attention_window: the base's attention windows (latent positions;
+            None = global), used in training and written to ``backbone.json`` so that every codec built
+            on the base uses them (:func:`diffcodec.nn.backbone.base_attention_windows`). The default 16
+            (128 px, the training crop) makes inference cost linear in the pixels; on crops of 128 px
+            or less training is the same as with global attention.
     """
 
     def __init__(
@@ -163,6 +170,8 @@ class DenoiserPretraining(ThroughputOptions, L.LightningModule):
         learning_rate: float = 2e-4,
         channels_last: bool = False,
         compile: bool = False,
+        unet_attention_window: int | None = 16,
+        vae_attention_window: int | None = 16,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -175,6 +184,8 @@ class DenoiserPretraining(ThroughputOptions, L.LightningModule):
         self.scheduler = DDPMScheduler.from_config(self.scheduler_config)
         dim = int(self.unet.config.cross_attention_dim)
         self.null_embedding = nn.Parameter(torch.randn(1, embedding_length, dim) * 0.02)
+        if unet_attention_window is not None:
+            self.unet.set_attn_processor(WindowedSelfAttnProcessor(unet_attention_window))
 
     def train(self, mode: bool = True) -> DenoiserPretraining:
         super().train(mode)
@@ -196,7 +207,10 @@ class DenoiserPretraining(ThroughputOptions, L.LightningModule):
             else self.scheduler.get_velocity(latents, noise, steps)
         )
         context = self.null_embedding.expand(len(latents), -1, -1)
-        prediction = self.unet(noisy, steps, encoder_hidden_states=context).sample
+        windows = {"latent_size": tuple(noisy.shape[-2:])} if self.hparams.unet_attention_window else None
+        prediction = self.unet(
+            noisy, steps, encoder_hidden_states=context, cross_attention_kwargs=windows
+        ).sample
         return F.mse_loss(prediction, target)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -208,13 +222,15 @@ class DenoiserPretraining(ThroughputOptions, L.LightningModule):
         self.log("val/loss", self._loss(self.images(batch)), prog_bar=True)
 
     def save_base(self, output_dir: str | Path) -> Path:
-        """Write the finished base model: ``vae/`` (copied), ``unet/`` and ``scheduler/``."""
+        """Write the finished base model: ``vae/`` (copied), ``unet/``, ``scheduler/``, ``backbone.json``."""
         target = Path(output_dir)
         target.mkdir(parents=True, exist_ok=True)
         if (target / "vae").resolve() != (Path(self.hparams.base_dir) / "vae").resolve():
             shutil.copytree(Path(self.hparams.base_dir) / "vae", target / "vae", dirs_exist_ok=True)
         self.unet.save_pretrained(target / "unet")
         DDPMScheduler.from_config(self.scheduler_config).save_pretrained(target / "scheduler")
+        windows = {key: self.hparams[key] for key in ATTENTION_WINDOWS}
+        (target / BASE_WINDOWS_FILE).write_text(json.dumps(windows, indent=2) + "\n")
         return target
 
     def on_train_end(self) -> None:
