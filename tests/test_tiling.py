@@ -3,6 +3,7 @@ and OneDC's windowed VAE attention."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -13,10 +14,12 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 
 from diffcodec.nn.backbone import OneStepBackbone, tiny_configs
+from diffcodec.nn.memory import FIXED_BYTES, fitting_tile
 from diffcodec.nn.tiling import (
     LatentTiling,
     VaeTiling,
     WindowedAttnProcessor,
+    even_tiles,
     gaussian_weights,
     tile_offsets,
     tiled_apply,
@@ -73,6 +76,27 @@ def test_tile_arguments_are_validated():
         LatentTiling(tile=0)
     with pytest.raises(ValueError, match="overlap"):
         VaeTiling(decoder_tile=16, decoder_overlap=20)
+
+
+@pytest.mark.parametrize("length", [1, 100, 183, 256, 384, 512, 1000, 3072, 4096])
+@pytest.mark.parametrize(("tile", "overlap", "multiple"), [(182, 32, 1), (96, 32, 1), (1088, 128, 8)])
+def test_even_tiles_cover_with_the_same_count_and_less_recomputation(length, tile, overlap, multiple):
+    length = length * multiple
+    size, offsets = even_tiles(length, tile, overlap, multiple)
+    anchored = tile_offsets(length, tile, overlap)
+    assert len(offsets) == len(anchored) and size <= tile
+    assert offsets[0] == 0 and offsets[-1] + size == length  # covers the whole side
+    assert all(b - a <= size - overlap for a, b in itertools.pairwise(offsets))  # neighbours overlap
+    assert size * len(offsets) <= min(tile, length) * len(anchored)  # never more work than the spec's
+    assert size % multiple == 0 and all(o % multiple == 0 for o in offsets)
+
+
+def test_even_tiles_example_and_the_budget_sized_tile():
+    assert even_tiles(256, 182, 32) == (144, [0, 112])  # the spec's anchored layout: 2 × 182 = 364
+    per_pixel = 8 * 16 * 4  # the bundled VAE (C = 16), fp32
+    assert fitting_tile(1088, 128, per_pixel, 2**40, 8) == 1088  # plenty of memory: the configured tile
+    assert fitting_tile(1088, 128, per_pixel, FIXED_BYTES + 512 * 512 * per_pixel, 8) == 512
+    assert fitting_tile(1088, 128, per_pixel, 0, 8) == 264  # no room: the smallest tile that still overlaps
 
 
 def test_gaussian_weights_formula_and_asymmetric_centres():
@@ -146,12 +170,13 @@ def test_tiled_vae_decode_bounds_inputs_and_matches_untiled(backbone):
             tiled = backbone.decode(latent, clamp=False)  # 80 > 48: tiled automatically
             tiles = list(shapes)
             full = backbone.decode(latent, clamp=False, tiled=False)
-            first_tile = backbone.decode(latent[..., :48], clamp=False, tiled=False)
+            first_tile = backbone.decode(latent[..., :43], clamp=False, tiled=False)
     finally:
         handle.remove()
-    assert len(tiles) == 3 and all(s[-2:] == (48, 48) for s in tiles)  # x offsets 0, 24, 32
+    # VAE tiles are laid out evenly (even_tiles): 80 wide in three tiles of 43 at 0, 18, 37
+    assert len(tiles) == 3 and all(s[-2:] == (48, 43) for s in tiles)
     # where only the first tile has weight, the blend is that tile's output exactly
-    torch.testing.assert_close(tiled[..., :96], first_tile[..., :96], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tiled[..., : 18 * 8], first_tile[..., : 18 * 8], rtol=1e-5, atol=1e-6)
     # elsewhere, tiles normalise with their own GroupNorm statistics: close, not equal (tiling.py docstring).
     # Random tiny VAEs measure 6–11 % (seeds 0–2); a wrong offset or weight normalisation gives ~100 %.
     assert relative_error(tiled, full) < 0.2

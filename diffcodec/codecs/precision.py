@@ -15,9 +15,11 @@ hook that casts tensor outputs back to float32, so the code around them (written
 
 Attention runs through PyTorch's ``scaled_dot_product_attention`` (diffusers' ``AttnProcessor2_0``, its
 default in torch ≥ 2, and diffcodec's windowed processors): :func:`attention_processors` lists what a codec
-uses. On CUDA the convolutional networks are put in ``channels_last`` memory format (faster cuDNN kernels in
-bf16/fp16); ``compile=True`` compiles the U-Net and the VAE decoder in place (``nn.Module.compile``,
-state-dict keys unchanged; the first call per shape pays the compilation).
+uses. The convolutional networks of the backbone (U-Net, VAE encoder and decoder) are put in
+``channels_last`` memory format on every device: faster cuDNN kernels in bf16/fp16, and 10–30 % less CPU
+time for the bundled models through oneDNN (``docs/bundled.md``); the layout changes the float rounding of
+the pixels only, never how a file decodes. ``compile=True`` compiles the U-Net and the VAE decoder in
+place (``nn.Module.compile``, state-dict keys unchanged; the first call per shape pays the compilation).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def set_inference_precision(
     dtype: torch.dtype | str | None = None,
     *,
     compile: bool = False,
-    channels_last: bool | None = None,
+    channels_last: bool = True,
 ) -> nn.Module:
     """Run the codec's synthesis networks in ``dtype`` (the analysis and entropy path stay float32).
 
@@ -114,7 +116,8 @@ def set_inference_precision(
         dtype: ``torch.bfloat16``, ``torch.float16``, ``torch.float32`` (undo), their names
             (``"bf16"``, ``"fp16"``, ``"fp32"``, ``"bfloat16"``, …), or None (keep).
         compile: compile the U-Net and the VAE decoder in place with ``torch.compile``.
-        channels_last: put the synthesis networks in channels_last memory format; None = on CUDA only.
+        channels_last: put the backbone's U-Net, VAE encoder and VAE decoder in channels_last memory format
+            (default; False leaves the layout as it is).
 
     Returns the codec (changed in place). Raises ``ValueError`` for another dtype.
     """
@@ -125,12 +128,10 @@ def set_inference_precision(
         for module in modules.values():
             cast(module)  # floating-point parameters and buffers only
             _add_casting_hooks(module, dtype)
-    if channels_last is None:
-        channels_last = any(p.is_cuda for p in codec.parameters())
-    if channels_last:
-        for name in ("unet", "vae.decoder"):
-            if name in modules:
-                modules[name].to(memory_format=torch.channels_last)
+    backbone = getattr(codec, "backbone", None)
+    if channels_last and backbone is not None:
+        for module in (backbone.unet, backbone.vae.encoder, backbone.vae.decoder):
+            module.to(memory_format=torch.channels_last)
     if compile:
         for name in ("unet", "vae.decoder"):
             if name in modules:

@@ -46,8 +46,11 @@ from diffcodec.nn import lora as lora_utils
 from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.nn.lora import LoraSpec
 from diffcodec.nn.memory import (
+    FIXED_BYTES,
     TileMode,
     check_tile_mode,
+    fitting_tile,
+    memory_budget,
     needs_tiles,
     unet_activation_bytes,
     vae_activation_bytes,
@@ -748,9 +751,10 @@ class OneStepBackbone(nn.Module):
         moments = tiled_apply(
             lambda tile: self.vae.encode(tile).latent_dist.parameters,
             x,
-            tile=tiling.encoder_tile,
+            tile=self._vae_tile(tiling.encoder_tile, tiling.encoder_overlap, 1, x),
             overlap=tiling.encoder_overlap,
             scale=Fraction(1, factor),
+            even=True,
         )
         return DiagonalGaussianDistribution(moments)
 
@@ -780,9 +784,10 @@ class OneStepBackbone(nn.Module):
             image = tiled_apply(
                 lambda tile: self.vae.decode(tile).sample,
                 z,
-                tile=tiling.decoder_tile,
+                tile=self._vae_tile(tiling.decoder_tile, tiling.decoder_overlap, self.vae_scale_factor, z),
                 overlap=tiling.decoder_overlap,
                 scale=self.vae_scale_factor,
+                even=True,
             )
         else:
             image = self.vae.decode(z).sample
@@ -802,6 +807,13 @@ class OneStepBackbone(nn.Module):
     def _use_tiles(self, tiled: bool | None, exceeds_tile: bool, estimate: int, device: torch.device) -> bool:
         """``tiled`` forces tiling on/off; None leaves it to :attr:`tile` (:func:`memory.needs_tiles`)."""
         return needs_tiles(self.tile, exceeds_tile, estimate, device) if tiled is None else bool(tiled)
+
+    def _vae_tile(self, tile: int, overlap: int, pixels_per_side: int, x: torch.Tensor) -> int:
+        """The VAE tile side (input positions): at most ``tile``, small enough for the memory budget."""
+        per_pixel = self._vae_estimate(x.shape[0], 1, 1) - FIXED_BYTES
+        multiple = self.vae_scale_factor if pixels_per_side == 1 else 1  # encoder tiles: whole latents
+        budget = memory_budget(x.device)
+        return fitting_tile(tile, overlap, per_pixel * pixels_per_side**2, budget, multiple)
 
     def _vae_estimate(self, batch: int, height: int, width: int) -> int:
         width0 = self.vae.config.block_out_channels[0]

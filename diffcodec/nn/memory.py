@@ -99,6 +99,18 @@ def memory_budget(device: torch.device | str) -> int:
     return int(_available_ram() * CPU_MARGIN)
 
 
+def fitting_tile(tile: int, overlap: int, bytes_per_position: int, budget: int, multiple: int = 1) -> int:
+    """The side of the largest square tile, at most ``tile``, whose pass fits ``budget`` bytes.
+
+    ``bytes_per_position`` is the estimate's slope (e.g. 8·C_vae·e per pixel); the side never drops
+    below 2·overlap + ``multiple`` (tiles must still overlap; below that memory cannot shrink) and is a
+    multiple of ``multiple``.
+    """
+    room = max(budget - FIXED_BYTES, 0) // max(bytes_per_position, 1)
+    side = int(room**0.5) // multiple * multiple
+    return max(min(tile, side), 2 * overlap + multiple)
+
+
 def needs_tiles(mode: TileMode, exceeds_tile: bool, estimate: int, device: torch.device | str) -> bool:
     """Whether to tile a pass: never below the tile size; above it by ``mode`` (the estimate for "auto")."""
     if not exceeds_tile or mode == "never":

@@ -95,6 +95,24 @@ def tile_offsets(length: int, tile: int, overlap: int) -> list[int]:
     return [i * stride for i in range(count - 1)] + [length - tile]
 
 
+def even_tiles(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """(size, offsets) of the fewest tiles of at most ``tile`` covering ``length``, spread evenly.
+
+    Same count n as :func:`tile_offsets`, but every tile has the smallest size that still overlaps its
+    neighbour by ``overlap``: size = ⌈(length − overlap)/n⌉ + overlap, offsets evenly spaced from 0 to
+    length − size. The anchored layout of :func:`tile_offsets` can compute up to 2× the pixels (256 in
+    tiles of 182: 364); this one at most the overlaps (2 × 144 = 288). Sizes and offsets are multiples of
+    ``multiple`` (the VAE encoder's stride) when ``length`` is. Example: 256, 182, 32 → 144, [0, 112].
+    """
+    _check_tile(tile, overlap, "tiling")
+    if length <= tile:
+        return length, [0]
+    count = len(tile_offsets(length, tile, overlap))
+    size = min(tile, -(-math.ceil((length - overlap) / count + overlap) // multiple) * multiple)
+    slack = (length - size) // multiple
+    return size, [round(i * slack / (count - 1)) * multiple for i in range(count)]
+
+
 def gaussian_weights(
     height: int,
     width: int,
@@ -123,42 +141,50 @@ def tiled_apply(
     tile: int,
     overlap: int,
     scale: int | Fraction = 1,
+    even: bool = False,
 ) -> torch.Tensor:
-    """Apply ``fn`` to overlapping square tiles of ``x`` (B, C, H, W) and blend the outputs.
+    """Apply ``fn`` to overlapping tiles of ``x`` (B, C, H, W) and blend the outputs.
 
-    Tiles have side T = min(tile, H, W) (the spec's rule); the overlap shrinks to T // 2 if a side is so
-    narrow that T ≤ overlap. ``fn`` maps a (B, C, T, T) tile to (B, C', T·scale, T·scale); ``scale`` may
-    be a fraction (the VAE encoder's 1/8), in which case every tile size and offset must map to whole
-    output positions. Weights and the running sums are float64 (float32 on devices without float64);
-    the result has ``fn``'s output dtype. Each call of ``fn`` sees one tile only, so peak memory is that of
-    a single tile plus the output. Two or more tiles show a progress bar (:mod:`diffcodec.progress`).
+    Default (the spec's rule, StableCodec §10.3): square tiles of side T = min(tile, H, W) at
+    :func:`tile_offsets`; the overlap shrinks to T // 2 if a side is so narrow that T ≤ overlap.
+    ``even=True``: per side the layout of :func:`even_tiles` (rectangular tiles, less recomputation).
+    ``fn`` maps a (B, C, h, w) tile to (B, C', h·scale, w·scale); ``scale`` may be a fraction (the VAE
+    encoder's 1/8), in which case every tile size and offset must map to whole output positions. The
+    running sums are float64 (float32 on devices without float64) and divided in place; the result has
+    ``fn``'s output dtype. Each call of ``fn`` sees one tile only, so peak memory is that of a single tile
+    plus the output. Two or more tiles show a progress bar (:mod:`diffcodec.progress`).
     """
     if x.ndim != 4:
         raise ValueError(f"tiled_apply expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     scale = Fraction(scale)
     height, width = x.shape[-2:]
-    size = min(tile, height, width)
-    overlap = overlap if overlap < size else size // 2
-    out_size = size * scale
-    ys, xs = tile_offsets(height, size, overlap), tile_offsets(width, size, overlap)
-    for position in [out_size, *(o * scale for o in ys + xs), height * scale, width * scale]:
+    if even:
+        multiple = scale.denominator
+        size_y, ys = even_tiles(height, tile, min(overlap, tile - 1), multiple)
+        size_x, xs = even_tiles(width, tile, min(overlap, tile - 1), multiple)
+    else:
+        size_y = size_x = min(tile, height, width)
+        overlap = overlap if overlap < size_y else size_y // 2
+        ys, xs = tile_offsets(height, size_y, overlap), tile_offsets(width, size_x, overlap)
+    sizes = [size_y, size_x, *ys, *xs, height, width]
+    for position in (size * scale for size in sizes):
         if position.denominator != 1:
             raise ValueError(
-                f"tile size {size}, offsets {ys} / {xs} and image size {height}×{width} must map to whole "
-                f"output positions at scale {scale}"
+                f"tiles of {size_y}×{size_x}, offsets {ys} / {xs} and image size {height}×{width} must map "
+                f"to whole output positions at scale {scale}"
             )
-    out_size = int(out_size)
+    out_y, out_x = int(size_y * scale), int(size_x * scale)
     accumulate = torch.float32 if x.device.type == "mps" else torch.float64
-    weights = gaussian_weights(out_size, out_size, dtype=accumulate, device=x.device)
+    weights = gaussian_weights(out_y, out_x, dtype=accumulate, device=x.device)
     total = weight_sum = None
     out_dtype = x.dtype
     tiles = [(top, left) for top in ys for left in xs]
-    for top, left in progress(tiles, desc=f"{height}x{width} in {size}x{size} tiles", unit="tile"):
-        result = fn(x[..., top : top + size, left : left + size])
-        if result.ndim != 4 or result.shape[-2:] != (out_size, out_size):
+    for top, left in progress(tiles, desc=f"{height}x{width} in {size_y}x{size_x} tiles", unit="tile"):
+        result = fn(x[..., top : top + size_y, left : left + size_x])
+        if result.ndim != 4 or result.shape[-2:] != (out_y, out_x):
             raise ValueError(
-                f"fn mapped a {size}×{size} tile to shape {tuple(result.shape)}; expected "
-                f"(B, C, {out_size}, {out_size}) at scale {scale}"
+                f"fn mapped a {size_y}×{size_x} tile to shape {tuple(result.shape)}; expected "
+                f"(B, C, {out_y}, {out_x}) at scale {scale}"
             )
         if total is None:
             out_dtype = result.dtype
@@ -166,16 +192,18 @@ def tiled_apply(
             total = result.new_zeros(shape, dtype=accumulate)
             weight_sum = torch.zeros(shape[-2:], dtype=accumulate, device=x.device)
         out_top, out_left = int(top * scale), int(left * scale)
-        window = (..., slice(out_top, out_top + out_size), slice(out_left, out_left + out_size))
-        total[window] = total[window] + result.to(accumulate) * weights
+        window = (..., slice(out_top, out_top + out_y), slice(out_left, out_left + out_x))
+        total[window] += result.to(accumulate) * weights
         weight_sum[window[1:]] += weights
-    return (total / weight_sum).to(out_dtype)
+        del result
+    return total.div_(weight_sum).to(out_dtype)
 
 
 __all__ = [
     "LatentTiling",
     "VaeTiling",
     "WindowedAttnProcessor",
+    "even_tiles",
     "gaussian_weights",
     "tile_offsets",
     "tiled_apply",

@@ -128,7 +128,8 @@ def load(
 
     ``dtype`` (``torch.bfloat16`` / ``torch.float16``, or ``"bf16"`` / ``"fp16"``) runs the synthesis networks
     (U-Net, VAE decoder, text encoder, BLIP) in that precision, ``compile=True`` compiles the U-Net and VAE
-    decoder; the analysis and entropy path stay float32, so files do not depend on either
+    decoder; the analysis and entropy path stay float32, so files do not depend on either. The backbone's
+    convolutional networks run in ``channels_last`` memory format
     (:func:`~diffcodec.codecs.precision.set_inference_precision`).
     """
     if quality is not None and bpp is not None:
@@ -155,8 +156,6 @@ def load(
             raise ValueError(f"revision={revision!r} applies to hub repos, but {source} is a local folder")
         codec = Codec.from_pretrained(Path(source).expanduser(), map_location=device, **overrides)
     codec.set_rung(quality, bpp)
-    if dtype is not None or compile:
-        from diffcodec.codecs.precision import set_inference_precision
+    from diffcodec.codecs.precision import set_inference_precision
 
-        set_inference_precision(codec, dtype, compile=compile)
-    return codec
+    return set_inference_precision(codec, dtype, compile=compile)  # channels_last too (any device)
