@@ -762,8 +762,8 @@ class OneDC(PerRateCodec):
         ctrl, semantic = self.latent_codec.ctrl_channels, self.latent_codec.semantic_channels
         options = {
             "conditioning": ExternalTokens(semantic), "conv_in_channels": ctrl, "timestep": TIMESTEP,
-            "latent_tiling": None, "vae_tiling": None, "vae_attention_window": vae_attention_window,
-        }  # fmt: skip
+            "latent_tiling": None, "vae_attention_window": vae_attention_window,
+        }  # fmt: skip  (the VAE tiles only where a pass would not fit: tile="auto"; official: never)
         scheduler = reference_configs("sd-1.5")["scheduler_config"]
         if base_unet is not None:
             unet = load_unet(base_unet, base_unet_revision, base_unet_file)
