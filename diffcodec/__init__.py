@@ -1,9 +1,9 @@
 """diffcodec: one-step diffusion image codecs (OSCAR, OneDC, StableCodec, CADC).
 
-    import diffcodec
-    codec = diffcodec.load("NAME", quality=0)
-    stream = codec.compress("photo.png")
-    image = codec.decompress(stream)
+import diffcodec
+codec = diffcodec.load("NAME", quality=0)
+stream = codec.compress("photo.png")
+image = codec.decompress(stream)
 """
 
 from diffcodec.bitstream import Bitstream

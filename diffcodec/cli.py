@@ -206,6 +206,7 @@ def _decompress(args: argparse.Namespace) -> int:
     streams = [Bitstream.from_file(path) for path in inputs]  # reject malformed files before loading a model
     groups = _models_for(inputs, [stream.model_tag for stream in streams], args.model)
     from diffcodec.imageio import save_image  # imports torch: only once the files and the model are known
+
     for model, indices in groups.items():
         codec = _load_codec(args, model)
         chosen = [(inputs[k], streams[k], outputs[k]) for k in indices]

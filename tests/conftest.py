@@ -46,3 +46,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("single_thread")``): tiny
+    models gain nothing from threads, and on a shared CPU two threads run slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

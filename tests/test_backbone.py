@@ -41,13 +41,7 @@ TEXT_LENGTH = 16  # tiny tokenizer max length (SD uses 77)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads run slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_tokenizer() -> CLIPTokenizer:

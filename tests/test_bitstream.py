@@ -229,11 +229,7 @@ tricky_bytes = st.lists(st.one_of(TRICKY, st.integers(0, 255)), max_size=40).map
 
 
 @PROPERTY
-@given(
-    data=st.one_of(
-        st.binary(max_size=48), tricky_bytes.map(lambda b: b"\xd1" + b), tricky_bytes.map(v2)
-    )
-)
+@given(data=st.one_of(st.binary(max_size=48), tricky_bytes.map(lambda b: b"\xd1" + b), tricky_bytes.map(v2)))
 def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     parse_or_error(data)
 

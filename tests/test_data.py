@@ -118,8 +118,15 @@ def test_crop_choice_is_deterministic_and_weighted() -> None:
 # ------------------------------------------------------------------------------------------ image folders
 def test_list_images_recursive_any_format(folder: Path) -> None:
     names = [p.relative_to(folder).as_posix() for p in list_images(folder)]
-    assert names == ["a.png", "sub/b.jpg", "sub/c.webp", "sub/deeper/d.PNG", "sub/deeper/e.bmp",
-                     "sub/text.jpg", "sub/truncated.png"]
+    assert names == [
+        "a.png",
+        "sub/b.jpg",
+        "sub/c.webp",
+        "sub/deeper/d.PNG",
+        "sub/deeper/e.bmp",
+        "sub/text.jpg",
+        "sub/truncated.png",
+    ]
     assert [p.name for p in list_images(folder, extensions=["png"])] == ["a.png", "d.PNG", "truncated.png"]
     with pytest.raises(FileNotFoundError):
         list_images(folder / "missing")
@@ -173,8 +180,10 @@ def test_collate_drops_batch_fraction_items() -> None:
 def test_sampler_splits_ranks_and_synchronises_crops() -> None:
     dataset = list(range(50))
     crops = as_crops([Crop(8), Crop(16, batch_fraction=0.5)])
-    ranks = [list(CropMixSampler(dataset, batch_size=4, crops=crops, num_replicas=2, rank=r, seed=1))
-             for r in (0, 1)]
+    ranks = [
+        list(CropMixSampler(dataset, batch_size=4, crops=crops, num_replicas=2, rank=r, seed=1))
+        for r in (0, 1)
+    ]
     assert len(ranks[0]) == len(ranks[1]) == 24  # 25 per rank, whole batches of 4
     assert not {k.index for k in ranks[0]} & {k.index for k in ranks[1]}
     for b in range(6):  # the b-th batch has the same crop on both ranks, and keeps 2 of 4 at 16 px
@@ -205,7 +214,11 @@ def test_sampler_resumes_mid_epoch_exactly() -> None:
 
 def test_folder_datamodule_batches_and_validation(folder: Path, tmp_path: Path) -> None:
     module = ImageFolderDataModule(
-        folder, folder, crops=[Crop(16), Crop(32, batch_fraction=0.5)], batch_size=2, num_workers=0,
+        folder,
+        folder,
+        crops=[Crop(16), Crop(32, batch_fraction=0.5)],
+        batch_size=2,
+        num_workers=0,
         val_pad_multiple=64,
     )
     with pytest.warns(UserWarning):
@@ -215,8 +228,13 @@ def test_folder_datamodule_batches_and_validation(folder: Path, tmp_path: Path) 
     assert len(batches) == 3
     assert all(b.shape[1:] in ((3, 16, 16), (3, 32, 32)) for b in batches)
     assert all(b.shape[0] == (2 if b.shape[-1] == 16 else 1) for b in batches)
-    assert [tuple(v.shape) for v in val] == [(1, 3, 128, 128), (1, 3, 128, 128), (1, 3, 128, 128),
-                                             (1, 3, 128, 128), (1, 3, 128, 128)]
+    assert [tuple(v.shape) for v in val] == [
+        (1, 3, 128, 128),
+        (1, 3, 128, 128),
+        (1, 3, 128, 128),
+        (1, 3, 128, 128),
+        (1, 3, 128, 128),
+    ]
     assert module.skipped_images >= 4  # 2 in the validation scan, at least 2 while training
     no_val = ImageFolderDataModule(folder, batch_size=2, num_workers=0)
     assert no_val.val_dataloader() == []
@@ -261,10 +279,26 @@ def test_webdataset_pipeline_ranks_and_corrupt_samples(folder: Path, tmp_path: P
     urls = sorted(str(p) for p in (tmp_path / "shards").glob("*.tar"))
 
     def pipeline(rank: int, world: int, resampled: bool, skipped: SkipCounter):
-        stage = PatchBatches(as_crops(16), batch_size=2, flips="none", min_size="upscale", seed=0, rank=rank,
-                             skipped=skipped, batches=None if not resampled else 6)
-        return patch_pipeline(urls, stage, resampled=resampled, shuffle_buffer=4, seed=0, rank=rank,
-                              world=world, skipped=skipped)
+        stage = PatchBatches(
+            as_crops(16),
+            batch_size=2,
+            flips="none",
+            min_size="upscale",
+            seed=0,
+            rank=rank,
+            skipped=skipped,
+            batches=None if not resampled else 6,
+        )
+        return patch_pipeline(
+            urls,
+            stage,
+            resampled=resampled,
+            shuffle_buffer=4,
+            seed=0,
+            rank=rank,
+            world=world,
+            skipped=skipped,
+        )
 
     skipped = SkipCounter()
     with pytest.warns(UserWarning, match="skipping unreadable sample"):
@@ -295,8 +329,9 @@ def test_webdataset_datamodule(tmp_path: Path, photos_dir: Path) -> None:
     for path in sorted(photos_dir.glob("*.png"))[:3]:
         (source / path.name).symlink_to(path)
     write_shards(source, tmp_path / "shards", max_count=2)
-    module = WebDatasetDataModule(str(tmp_path / "shards"), crops=32, batch_size=3, num_workers=0,
-                                  batches_per_epoch=2, shuffle_buffer=2)
+    module = WebDatasetDataModule(
+        str(tmp_path / "shards"), crops=32, batch_size=3, num_workers=0, batches_per_epoch=2, shuffle_buffer=2
+    )
     loader = module.train_dataloader()
     assert len(loader) == 2
     batches = list(loader)

@@ -455,9 +455,7 @@ def test_reference_codec_on_a_base_model_saves_only_its_own_weights(
     DDPMScheduler.from_config(tiny_backbone()["scheduler_config"]).save_pretrained(base / "scheduler")
 
     torch.manual_seed(2)
-    codec = LatentHyperprior(
-        channels=16, latent_channels=16, hyper_channels=8, base_model=str(base)
-    ).eval()
+    codec = LatentHyperprior(channels=16, latent_channels=16, hyper_channels=8, base_model=str(base)).eval()
     x = image[..., :128, :128]
     stream = codec.compress(x, quality=2)
     codec.save_pretrained(tmp_path / "saved")

@@ -25,14 +25,7 @@ from diffcodec.nn.tiling import (
     tiled_apply,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads run slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -44,8 +44,9 @@ def digest(batch: torch.Tensor) -> str:
 class TinyModule(L.LightningModule):
     """A small real model trained with manual optimisation through GradientAccumulation."""
 
-    def __init__(self, accumulate_grad_batches: int = 1, lr: float = 0.05,
-                 warmup_weight: float = 1.0) -> None:
+    def __init__(
+        self, accumulate_grad_batches: int = 1, lr: float = 0.05, warmup_weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -74,8 +75,14 @@ class TinyModule(L.LightningModule):
 
 def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
     defaults = dict(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=tmp_path, limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
     )
     return L.Trainer(**{**defaults, **kwargs})
 
@@ -128,12 +135,19 @@ def test_manual_accumulation_equals_the_large_batch(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- resume
-def _fit(tmp_path: Path, folder: Path, max_steps: int, ckpt_path: str | None = None, workers: int = 0,
-         limit: int | None = None) -> TinyModule:
+def _fit(
+    tmp_path: Path,
+    folder: Path,
+    max_steps: int,
+    ckpt_path: str | None = None,
+    workers: int = 0,
+    limit: int | None = None,
+) -> TinyModule:
     torch.manual_seed(0)
     module = TinyModule()
-    data = ImageFolderDataModule(folder, crops=[16, {"size": 32, "batch_fraction": 0.5}], batch_size=2,
-                                 num_workers=workers, seed=3)
+    data = ImageFolderDataModule(
+        folder, crops=[16, {"size": 32, "batch_fraction": 0.5}], batch_size=2, num_workers=workers, seed=3
+    )
     callbacks = [
         ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, filename="{step}"),
         LearningRateSchedule(Piecewise([4, 7], [0.1, 0.01, 0.001])),
@@ -154,8 +168,13 @@ def test_resume_continues_with_the_exact_batches_and_schedules(tmp_path: Path, s
         ckpt = tmp_path / "full" / "ckpt" / f"step={step}.ckpt"
         resumed = _fit(tmp_path / f"resumed{step}", small_folder, max_steps=10, ckpt_path=str(ckpt)).seen
         assert resumed == full[step:]
-    with_worker = _fit(tmp_path / "worker", small_folder, max_steps=10, workers=1,
-                       ckpt_path=str(tmp_path / "full" / "ckpt" / "step=4.ckpt")).seen
+    with_worker = _fit(
+        tmp_path / "worker",
+        small_folder,
+        max_steps=10,
+        workers=1,
+        ckpt_path=str(tmp_path / "full" / "ckpt" / "step=4.ckpt"),
+    ).seen
     assert with_worker == full[4:]  # the same with a DataLoader worker process
     final = _fit(tmp_path / "again", small_folder, max_steps=10).seen
     assert final == full  # and the whole run is reproducible
@@ -226,8 +245,11 @@ def test_checkpoints_leave_out_frozen_base_weights(tmp_path: Path) -> None:
     assert run.global_step == 3
     # a codec without a base-model reference keeps everything
     plain = BaseBuiltTraining(with_base_ref=False)
-    trainer(tmp_path / "plain", max_steps=1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "plain"),
-                                                        TrainableCheckpoint()]).fit(plain, data)
+    trainer(
+        tmp_path / "plain",
+        max_steps=1,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "plain"), TrainableCheckpoint()],
+    ).fit(plain, data)
     (saved,) = (tmp_path / "plain").glob("*.ckpt")
     assert "codec.base.weight" in read_lightning_checkpoint(saved)["state_dict"]
     # anything else missing is refused on resume
@@ -249,8 +271,11 @@ class StageTwo(TinyModule):
 def test_init_from_loads_stage_one_and_freezes(tmp_path: Path) -> None:
     data = DataLoader(torch.rand(4, 3, 8, 8), batch_size=2)
     stage1 = TinyModule()
-    trainer(tmp_path, max_steps=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s1"),
-                                              TrainableCheckpoint()]).fit(stage1, data)
+    trainer(
+        tmp_path,
+        max_steps=2,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s1"), TrainableCheckpoint()],
+    ).fit(stage1, data)
     stage2 = StageTwo()
     init = InitFrom(str(tmp_path / "s1.ckpt"), freeze=["net.0"], new_modules=["head"])
     trainer(tmp_path, max_steps=2, callbacks=[init]).fit(stage2, data)
@@ -270,14 +295,29 @@ def test_cli_fit_validate_and_resume(tmp_path: Path, small_folder: Path) -> None
         "model": {"class_path": "test_training.TinyModule", "init_args": {"accumulate_grad_batches": 2}},
         "data": {
             "class_path": "diffcodec.data.ImageFolderDataModule",
-            "init_args": {"train_dir": str(small_folder), "val_dir": str(small_folder), "crops": 16,
-                          "batch_size": 2, "num_workers": 0, "val_max_images": 2, "val_pad_multiple": 16},
+            "init_args": {
+                "train_dir": str(small_folder),
+                "val_dir": str(small_folder),
+                "crops": 16,
+                "batch_size": 2,
+                "num_workers": 0,
+                "val_max_images": 2,
+                "val_pad_multiple": 16,
+            },
         },
         "trainer": {
-            "accelerator": "cpu", "max_steps": 2, "default_root_dir": str(tmp_path),
-            "enable_progress_bar": False, "val_check_interval": 4, "num_sanity_val_steps": 0,
-            "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                        "init_args": {"save_dir": str(tmp_path)}}],
+            "accelerator": "cpu",
+            "max_steps": 2,
+            "default_root_dir": str(tmp_path),
+            "enable_progress_bar": False,
+            "val_check_interval": 4,
+            "num_sanity_val_steps": 0,
+            "logger": [
+                {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": str(tmp_path)},
+                }
+            ],
         },
         "init_from": {"freeze": ["net.0"]},
     }

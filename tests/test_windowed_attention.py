@@ -15,13 +15,7 @@ from diffcodec.codecs.oscar import OSCAR
 from diffcodec.nn.backbone import OneStepBackbone, small_backbone, tiny_configs
 from diffcodec.nn.windowed_attention import WindowedSelfAttnProcessor, in_windows, level_grid
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_in_windows_visits_every_window_once_whatever_the_size():

@@ -64,7 +64,15 @@ def _check_window(window: int) -> int:
     return window
 
 
-class WindowedAttnProcessor:
+class _Windowed:
+    """A window size and the processor that runs inside each window (diffusers' SDPA one by default)."""
+
+    def __init__(self, window: int, processor: object | None = None) -> None:
+        self.window = _check_window(window)
+        self.processor = processor if processor is not None else AttnProcessor2_0()
+
+
+class WindowedAttnProcessor(_Windowed):
     """Attention over non-overlapping windows of a (B, C, H, W) feature map (OneDC §5).
 
     Windows of ``window``×``window`` positions are laid out row-major from the top-left corner; the last
@@ -72,10 +80,6 @@ class WindowedAttnProcessor:
     equals its training path). Each window runs the wrapped processor on its own — group norm,
     single-head attention and residual included — exactly as the unpatched attention would on that crop.
     """
-
-    def __init__(self, window: int, processor: object | None = None) -> None:
-        self.window = _check_window(window)
-        self.processor = processor if processor is not None else AttnProcessor2_0()
 
     def __call__(
         self,
@@ -97,16 +101,12 @@ class WindowedAttnProcessor:
         return in_windows(attend, grid, self.window).permute(0, 3, 1, 2).contiguous()
 
 
-class WindowedSelfAttnProcessor:
+class WindowedSelfAttnProcessor(_Windowed):
     """U-Net transformer self-attention restricted to windows; cross-attention left global.
 
     Needs ``latent_size=(h, w)`` (the U-Net input's spatial size) from ``cross_attention_kwargs``; without
     it, or for cross-attention, the wrapped processor runs unchanged.
     """
-
-    def __init__(self, window: int, processor: object | None = None) -> None:
-        self.window = _check_window(window)
-        self.processor = processor if processor is not None else AttnProcessor2_0()
 
     def __call__(
         self,

@@ -31,8 +31,6 @@ def available() -> list[str]:
     return list(converters())
 
 
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     methods = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
     for name in available():

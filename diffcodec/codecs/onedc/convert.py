@@ -46,11 +46,10 @@ CODEC_FILE = "model_1.safetensors"
 _LAMBDA = re.compile(r"lambda[_-]?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-
 #: ``diffcodec convert onedc --help``: (one-line help, plain-text description). The module docstring
 #: is reStructuredText for the API reference; terminal help is written here as plain text.
 HELP = (
-    'official OneDC release folders (one per λ) -> one OneDC folder',
+    "official OneDC release folders (one per λ) -> one OneDC folder",
     """\
 Convert the official OneDC release (CC BY-NC-SA 4.0, on OneDrive: one folder per λ plus
 the z-only "exlow" model, each with model.safetensors and model_1.safetensors) into one
@@ -63,6 +62,7 @@ Files are read with safetensors only (no pickle).
 
 Then: diffcodec.load("OUTPUT_FOLDER").""",
 )
+
 
 def read_official(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(generator state, codec state) of one official folder, as float32 tensors."""

@@ -761,8 +761,11 @@ class OneDC(PerRateCodec):
         self.latent_codec = OneDCLatentCodec(**codec_args)
         ctrl, semantic = self.latent_codec.ctrl_channels, self.latent_codec.semantic_channels
         options = {
-            "conditioning": ExternalTokens(semantic), "conv_in_channels": ctrl, "timestep": TIMESTEP,
-            "latent_tiling": None, "vae_attention_window": vae_attention_window,
+            "conditioning": ExternalTokens(semantic),
+            "conv_in_channels": ctrl,
+            "timestep": TIMESTEP,
+            "latent_tiling": None,
+            "vae_attention_window": vae_attention_window,
         }  # fmt: skip  (the VAE tiles only where a pass would not fit: tile="auto"; official: never)
         scheduler = reference_configs("sd-1.5")["scheduler_config"]
         if base_unet is not None:

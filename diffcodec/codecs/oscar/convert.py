@@ -54,11 +54,10 @@ _TOP_LEVEL = (
 _RUNG_KEY = re.compile(r"^(\d+)\.")
 
 
-
 #: ``diffcodec convert oscar --help``: (one-line help, plain-text description). The module docstring
 #: is reStructuredText for the API reference; terminal help is written here as plain text.
 HELP = (
-    'official oscar.pkl (hub jinpeig/OSCAR) -> an OSCAR folder',
+    "official oscar.pkl (hub jinpeig/OSCAR) -> an OSCAR folder",
     """\
 Convert the official OSCAR checkpoint (oscar.pkl: a file, its folder, or the hub repo
 jinpeig/OSCAR, the default) into a diffcodec model folder.
@@ -71,6 +70,7 @@ base model comes from --base-model (a hub id or a local diffusers folder).
 diffcodec.load("oscar") does the same conversion at load time; converting once saves
 it on every later load. Then: diffcodec.load("OUTPUT_FOLDER").""",
 )
+
 
 def read_official(source: str | os.PathLike[str], *, revision: str | None = None) -> dict[str, Any]:
     """Load an official checkpoint: a ``.pkl`` file, a folder holding ``oscar.pkl``, or a hub repo id."""

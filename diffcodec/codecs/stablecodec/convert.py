@@ -58,11 +58,10 @@ BASE_LAMBDA = 0.5
 _KODAK_ENDS = ((32.0, 0.00579), (2.0, 0.03413))
 
 
-
 #: ``diffcodec convert stablecodec --help``: (one-line help, plain-text description). The module docstring
 #: is reStructuredText for the API reference; terminal help is written here as plain text.
 HELP = (
-    'official stablecodec_ft{λ}.pkl files + elic_official.pth -> one StableCodec folder',
+    "official stablecodec_ft{λ}.pkl files + elic_official.pth -> one StableCodec folder",
     """\
 Convert the official StableCodec release (LuizScarlet/StableCodec, MIT, on Google Drive)
 into one diffcodec model folder with one rung per λ.
@@ -77,6 +76,7 @@ the rungs between interpolated log-linearly in λ; --rates replaces them.
 
 Then: diffcodec.load("OUTPUT_FOLDER").""",
 )
+
 
 def lambda_from_filename(path: str | os.PathLike[str]) -> float:
     """λ of an official file name: ``stablecodec_ft{λ}.pkl`` → λ, ``stablecodec_base.pkl`` → 0.5."""
