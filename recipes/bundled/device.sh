@@ -26,7 +26,8 @@
 # MS-SSIM and LPIPS; rerun `diffcodec eval` here for DISTS (docs/bundled.md).
 #
 # DEVICE_TINY=1 DATA=FOLDER (photos/ and kodak/) runs the same steps on the CPU at tiny sizes and steps
-# (tests/test_bundled_device.py); RESULTS (default runs/device) is where everything is written.
+# (tests/test_bundled_device.py); RESULTS (default runs/device) is where everything is written;
+# DEVICE_TARGETS (e.g. "base stablecodec") trains only some of train.sh's targets.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -50,10 +51,11 @@ status=0
 
 if [ "${DEVICE_TINY:-0}" = 1 ]; then
     DATA=${DATA:?DEVICE_TINY=1 needs DATA (a folder with photos/ and kodak/)}
-    tiny=(--trainer.max_steps 2 --trainer.accelerator cpu --data.init_args.crops "[{size: 64}]"
-          --data.init_args.batch_size 2 --trainer.log_every_n_steps 1)
-    export VAE_ARGS="${tiny[*]}" UNET_ARGS="${tiny[*]}" STAGE1_ARGS="${tiny[*]}" SWEEP_ARGS="${tiny[*]}"
-    export RUNG_ARGS="${tiny[*]}"
+    tiny=(--trainer.max_steps 2 --trainer.accelerator cpu --trainer.log_every_n_steps 1
+          --trainer.enable_progress_bar false)
+    # the base on 64² crops; the codecs on their recipes' crops (SC / CADC train on multiples of 256²)
+    export VAE_ARGS="${tiny[*]} --data.init_args.batch_size 2 --data.init_args.crops [{\"size\":64}]"
+    export UNET_ARGS=$VAE_ARGS STAGE1_ARGS="${tiny[*]}" SWEEP_ARGS="${tiny[*]}" RUNG_ARGS="${tiny[*]}"
     # tiny training does not separate the rungs: report, do not fail
     export PRECISION=32-true RATE_CROP=64 RATE_PHOTOS=2 LADDER_CHECK=${LADDER_CHECK:-warn}
     TRAIN_BUDGET=${TRAIN_BUDGET:-1500} LIMIT=${LIMIT:-2400} device=cpu
@@ -73,7 +75,7 @@ else
     anchors=(jpeg:1,5,10 webp:0,5,10) metrics=psnr,ms_ssim,lpips
     export VAE_SECONDS=${VAE_SECONDS:-130} UNET_SECONDS=${UNET_SECONDS:-80} STAGE1_SECONDS=${STAGE1_SECONDS:-60}
     export SWEEP_SECONDS=${SWEEP_SECONDS:-20} RUNG_SECONDS=${RUNG_SECONDS:-55}
-    big=(--trainer.max_steps 1000000 --trainer.accelerator gpu)
+    big=(--trainer.max_steps 1000000 --trainer.accelerator gpu --trainer.enable_progress_bar false)
     export VAE_ARGS="${big[*]} --data.init_args.batch_size 16 ${VAE_ARGS:-}"
     export UNET_ARGS="${big[*]} --data.init_args.batch_size 32 ${UNET_ARGS:-}"
     export STAGE1_ARGS="${big[*]} --data.init_args.batch_size 4 ${STAGE1_ARGS:-}"
@@ -92,7 +94,8 @@ export DATA PHOTOS=$DATA/photos VAL=none MODELS_DIR=$models RECORD=$RESULTS/reco
 export DEADLINE=$((START + TRAIN_BUDGET)) PYTHON=$PY
 rm -rf runs/base runs/bundled
 echo "== train: budget $TRAIN_BUDGET s (deadline $(date -d "@$DEADLINE" +%T)), photos $PHOTOS"
-timeout $((TRAIN_BUDGET + 60)) bash recipes/bundled/train.sh
+# shellcheck disable=SC2086  # DEVICE_TARGETS: train.sh's targets (default: the base and all four methods)
+timeout $((TRAIN_BUDGET + 60)) bash recipes/bundled/train.sh ${DEVICE_TARGETS:-}
 rc=$?
 echo "== train: exit $rc after $(($(date +%s) - START)) s"
 [ "$rc" = 0 ] || status=1

@@ -96,7 +96,10 @@ run() {  # tag phase checkpoint command...: run it; append tag, phase, wall s, s
   "$@" || rc=$?
   local seconds=$((SECONDS - start)) stats=$'—\t—'
   [[ -n $ckpt ]] && stats=$("$PY" recipes/bundled/finish.py run-stats "$ckpt" "$seconds" || echo $'—\t—')
-  printf '%s\t%s\t%s\t%s\t%s\n' "$tag" "$phase" "$seconds" "$stats" "$*" >> "$RECORD"
+  local command="$*"
+  command=${command/#"${DIFFCODEC[*]}"/diffcodec}  # the command as a user types it
+  command=${command/#"$PY "/python }
+  printf '%s\t%s\t%s\t%s\t%s\n' "$tag" "$phase" "$seconds" "$stats" "$command" >> "$RECORD"
   return $rc
 }
 fit() {  # tag phase logdir recipe [args...]: one training run on the bundled photos, logged under logdir
@@ -145,7 +148,7 @@ choose_ladder() {  # method: measure the sweep runs, fit, write the proposed lad
   local method=$1 ckpts=() i=0
   for _ in ${SWEEP_LAMBDAS[$method]}; do ckpts+=("$(last "$method-s$i")"); i=$((i + 1)); done
   # shellcheck disable=SC2086  # SWEEP_TARGETS is a list of numbers
-  run "$method" sweep "" "$PY" recipes/bundled/finish.py sweep "runs/bundled/$method-sweep.json" "${ckpts[@]}" \
+  run "$method" ladder "" "$PY" recipes/bundled/finish.py sweep "runs/bundled/$method-sweep.json" "${ckpts[@]}" \
     --targets $SWEEP_TARGETS > "runs/bundled/$method-ladder.txt" \
     || { echo "train.sh: $method: the sweep proposed no ladder; keeping λ ${LADDER[$method]}" >&2; rm -f "runs/bundled/$method-ladder.txt"; }
 }
