@@ -47,7 +47,8 @@ def test_device_script_runs_on_the_cpu_at_tiny_size(tmp_path: Path) -> None:
     env = {
         **os.environ, "DEVICE_TINY": "1", "DATA": str(_tiny_data(tmp_path / "data")), "OUT": str(out),
         "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-        "DEVICE_TARGETS": "base stablecodec", "SWEEP_LAMBDAS_STABLECODEC": "0.5 0.005", "SWEEP_TARGETS": "0.02 0.1",
+        "DEVICE_TARGETS": "base stablecodec", "SWEEP_LAMBDAS_STABLECODEC": "0.5 0.005",
+        "SWEEP_TARGETS": "0.02 0.1",
         "LADDER_STABLECODEC": "0.5 0.005",  # two rungs also where the tiny sweep's fit fails (it keeps these)
     }  # fmt: skip
     done = subprocess.run(
