@@ -7,6 +7,7 @@ model cards.
     python recipes/bundled/finish.py set-rates FOLDER [--report R.json]  # measure, write, check the ladder
     python recipes/bundled/finish.py check FOLDER [--report R.json]   # measure and check, write nothing
     python recipes/bundled/finish.py card FOLDER RECORD METHOD [--sweep S.json] [--check R.json]
+    python recipes/bundled/finish.py vae VAE_FOLDER IMAGES OUT.json  # the base VAE's round trip (PSNR, LPIPS)
     python recipes/bundled/finish.py summary RESULTS                  # device.sh's results.md (stdout)
 
 Every rate is the mean real file size (``8·len(file)/pixels``, through the codec's ``compress``) of the
@@ -194,6 +195,33 @@ def sweep(out: str, checkpoints: list[str], targets: list[float]) -> list[float]
     return ladder
 
 
+def vae_round_trip(vae_folder: str, images: str, out: str) -> dict:
+    """Mean PSNR / LPIPS of the small base VAE's round trip (posterior mode, as its validation) on every
+    image of ``images`` (cropped to multiples of 8): what caps every bundled codec's quality (issue 19)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from diffcodec.eval.metrics import ImageMetrics
+    from diffcodec.imageio import to_tensor
+
+    device = _device()
+    vae = AutoencoderKL.from_pretrained(vae_folder).to(device).eval()
+    metrics = ImageMetrics(("psnr", "lpips"), device=device)
+    values: list[dict[str, float]] = []
+    for path in sorted(p for p in Path(images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
+        x = to_tensor(Image.open(path).convert("RGB")).to(device)
+        x = x[..., : x.shape[-2] // 8 * 8, : x.shape[-1] // 8 * 8]
+        with torch.no_grad():
+            x_hat = vae.decode(vae.encode(x * 2 - 1).latent_dist.mode()).sample.add(1).div(2).clamp(0, 1)
+        values.append(metrics(x, x_hat))
+    document = {
+        "vae": vae_folder, "images": len(values),
+        **{name: sum(v[name] for v in values) / len(values) for name in ("psnr", "lpips")},
+    }  # fmt: skip
+    Path(out).write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
 def read_record(record: str) -> list[tuple[str, str, str, str, str, str]]:
     """The record's lines as (tag, phase, seconds, steps, steps/s, command); lines of the older
     four-column record (no steps) get "—"."""
@@ -304,6 +332,11 @@ def summary(results: str) -> str:
     record with steps/s, the λ sweeps and the ladder checks."""
     root = Path(results)
     lines = ["# Bundled models: device run", ""]
+    vae = root / "vae_kodak.json"
+    if vae.is_file():
+        v = json.loads(vae.read_text())
+        lines += [f"Base VAE round trip on Kodak ({v['images']} images): PSNR {v['psnr']:.2f} dB, "
+                  f"LPIPS {v['lpips']:.4f}.", ""]  # fmt: skip
     per_rung = root / "eval" / "per_rung.json"
     if per_rung.is_file():
         rows = json.loads(per_rung.read_text())["rungs"]
@@ -368,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         carding.add_argument(name)
     carding.add_argument("--sweep", help="the method's sweep JSON (shown in the card)")
     carding.add_argument("--check", help="the method's ladder check JSON (shown in the card)")
+    round_trip = commands.add_parser("vae", help="the base VAE's round trip on a folder of images")
+    for name in ("vae_folder", "images", "out"):
+        round_trip.add_argument(name)
     summarizing = commands.add_parser("summary", help="device.sh's results.md of a results folder")
     summarizing.add_argument("results")
     args = parser.parse_args(argv)
@@ -386,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         return set_rates(args.folder, args.report)
     elif args.command == "check":
         return check(args.folder, args.report)
+    elif args.command == "vae":
+        print(json.dumps(vae_round_trip(args.vae_folder, args.images, args.out)))
     elif args.command == "summary":
         print(summary(args.results))
     else:

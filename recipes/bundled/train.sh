@@ -156,7 +156,8 @@ choose_ladder() {  # method: measure the sweep runs, fit, write the proposed lad
 sweep() {  # methods...: short one-λ runs, then each per-λ method's ladder from their measured rates
   local swept=() sweep_args=("${SWEEP_ARGS[@]}")
   if [[ -n ${DEADLINE:-} ]]; then  # the sweep, its measurement, the shortest rungs and the exports must fit
-    local need=$((${SWEEP_SECONDS:-30} + 3 * PHASE_OVERHEAD + 20 + EXPORT_SECONDS))
+    # the sweep runs, measuring them (20 s), rungs of at least 20 s, each phase's start-up, the exports
+    local need=$((${SWEEP_SECONDS:-30} + 20 + 20 + 2 * PHASE_OVERHEAD + EXPORT_SECONDS))
     if (($(remaining) < need)); then
       echo "train.sh: no time for the sweep ($(remaining) s left, it needs $need s); keeping the fixed λ" >&2
       return 0
