@@ -220,7 +220,8 @@ def test_vq_ema_update_runs_in_float32_under_bf16_autocast() -> None:
     assert book.embed_avg.dtype == book.embed.dtype == torch.float32
     unit = l2norm(vq.project_in(x)).detach().reshape(-1, 4)  # float32 outside autocast
     onehot = torch.nn.functional.one_hot(out.indices.reshape(-1), 5).float()
-    torch.testing.assert_close(book.embed_avg, 0.8 * before_avg + 0.2 * (onehot.t() @ unit), atol=2e-2, rtol=0)
+    expected = 0.8 * before_avg + 0.2 * (onehot.t() @ unit)
+    torch.testing.assert_close(book.embed_avg, expected, atol=2e-2, rtol=0)
 
 
 @settings(max_examples=30, deadline=None)
