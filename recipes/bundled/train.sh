@@ -144,6 +144,14 @@ one_lambda() {  # method phase name λ [args...]: a one-λ run of a per-λ metho
     --trainer.max_steps 80 --trainer.logger.init_args.name "$name" "${extra[@]}" "$@"
 }
 
+queue_lambdas() {  # method phase letter "λ..." [args...]: queue a one-λ run per λ, named <method>-<letter><i>
+  local method=$1 phase=$2 letter=$3 lambdas=$4 i=0; shift 4
+  for lam in $lambdas; do
+    q one_lambda "$method" "$phase" "$method-$letter$i" "$lam" "$@"
+    i=$((i + 1))
+  done
+}
+
 choose_ladder() {  # method: measure the sweep runs, fit, write the proposed ladder (or nothing) to a file
   local method=$1 ckpts=() i=0
   for _ in ${SWEEP_LAMBDAS[$method]}; do ckpts+=("$(last "$method-s$i")"); i=$((i + 1)); done
@@ -167,11 +175,7 @@ sweep() {  # methods...: short one-λ runs, then each per-λ method's ladder fro
   for method in "$@"; do
     [[ $method == oscar ]] && continue
     swept+=("$method")
-    local i=0
-    for lam in ${SWEEP_LAMBDAS[$method]}; do
-      q one_lambda "$method" sweep "$method-s$i" "$lam" "${sweep_args[@]}"
-      i=$((i + 1))
-    done
+    queue_lambdas "$method" sweep s "${SWEEP_LAMBDAS[$method]}" "${sweep_args[@]}"
   done
   [[ ${#swept[@]} -gt 0 ]] || return 0
   side_by_side
@@ -199,11 +203,7 @@ rungs() {  # methods...
         --trainer.logger.init_args.name oscar-stage2 "${rung_args[@]}"
       continue
     fi
-    local i=0
-    for lam in ${LADDER[$method]}; do
-      q one_lambda "$method" rungs "$method-r$i" "$lam" "${rung_args[@]}"
-      i=$((i + 1))
-    done
+    queue_lambdas "$method" rungs r "${LADDER[$method]}" "${rung_args[@]}"
   done
   side_by_side
 }
