@@ -121,15 +121,11 @@ class CosineSimCodebook(nn.Module):
 
     @torch.no_grad()
     def ema_update(self, unit: torch.Tensor, indices: torch.Tensor) -> None:
-        """One EMA step from the unit vectors (…, d) of a batch and their assigned ``indices`` (…).
-
-        In float32 also under mixed precision (autocast off): the sums feed float32 buffers.
-        """
+        """One EMA step from the unit vectors (…, d) of a batch and their assigned ``indices`` (…)."""
         flat = unit.detach().float().reshape(-1, self.dim)
         onehot = F.one_hot(indices.reshape(-1), self.codebook_size).to(flat.dtype)
         bins = onehot.sum(dim=0)[None]
-        with torch.autocast(flat.device.type, enabled=False):
-            embed_sum = (onehot.t() @ flat)[None].contiguous()
+        embed_sum = (onehot.t() @ flat)[None].contiguous()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(bins)
             dist.all_reduce(embed_sum)

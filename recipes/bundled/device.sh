@@ -93,6 +93,11 @@ fi
 "$PY" -c "from diffcodec.eval.anchors import anchor_available as a; import sys; sys.exit(not a('avif'))" \
     && anchors+=("$([ "$device" = cpu ] && echo avif:10 || echo avif:0,10,20)")
 
+# channels_last (NHWC cuDNN kernels with bf16) where the training modules take it (diffcodec.training.throughput);
+# not compile: its compilation would eat these short runs
+if [ "$device" = cuda ] && [ -z "${MODEL_ARGS+x}" ] && "$PY" -c "import diffcodec.training.throughput" 2>/dev/null; then
+    export MODEL_ARGS="--model.init_args.channels_last true"
+fi
 models=$RESULTS/models
 export DATA PHOTOS=$DATA/photos VAL=none MODELS_DIR=$models RECORD=$RESULTS/record.tsv SWEEP=${SWEEP:-1}
 export DEADLINE=$((START + TRAIN_BUDGET)) PYTHON=$PY
