@@ -126,27 +126,20 @@ def test_record_rows_old_and_new_format(tmp_path: Path) -> None:
 
 
 def test_run_stats_reads_global_step_and_the_timer(tmp_path: Path) -> None:
+    finish = _load("finish")
     checkpoint = tmp_path / "last.ckpt"
     state = {"state_dict": {}, "global_step": 300, "callbacks": {"Timer": {"time_elapsed": {"train": 60.0}}}}
     torch.save(state, checkpoint)
-    script = BUNDLED / "finish.py"
+    # as train.sh calls it: "steps<TAB>steps/s" on stdout
     done = subprocess.run(
-        [sys.executable, str(script), "run-stats", str(checkpoint), "90"], capture_output=True, text=True,
-        check=True,
-    )  # fmt: skip
-    assert done.stdout.split() == ["300", "5.00"]  # 300 steps in the Timer's 60 s (not the 90 s wall)
-    del state["callbacks"]
-    torch.save(state, checkpoint)
-    done = subprocess.run(
-        [sys.executable, str(script), "run-stats", str(checkpoint), "100"], capture_output=True, text=True,
-        check=True,
-    )  # fmt: skip
-    assert done.stdout.split() == ["300", "3.00"]  # no timer: over the wall time
-    missing = subprocess.run(
-        [sys.executable, str(script), "run-stats", str(tmp_path / "none.ckpt"), "1"], capture_output=True,
+        [sys.executable, str(BUNDLED / "finish.py"), "run-stats", str(checkpoint), "90"], capture_output=True,
         text=True, check=True,
     )  # fmt: skip
-    assert missing.stdout.split() == ["—", "—"]
+    assert done.stdout == "300\t5.00\n"  # 300 steps in the Timer's 60 s (not the 90 s wall)
+    del state["callbacks"]
+    torch.save(state, checkpoint)
+    assert finish.run_stats(str(checkpoint), 100) == (300, 3.0)  # no timer: over the wall time
+    assert finish.run_stats(str(tmp_path / "none.ckpt"), 1) is None
 
 
 def test_sweep_lines_and_check_lines_in_the_card(tmp_path: Path) -> None:
