@@ -14,12 +14,8 @@
 # (the device tool), are copied there too; commit them from that folder. Each step has its own time limit
 # so that a slow or failing step leaves the others' results.
 #
-# The device image has torch, transformers, peft, lightning and huggingface_hub but not diffusers or
-# constriction: carry them as wheels. Once, in the repository root of the calling session:
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl diffusers==0.42.1 constriction==0.5.0
+# The device image lacks diffusers, constriction (and what training needs): carry them as wheels. Once, in
+# the repository root of the calling session: source benchmarks/device_env.sh && download_device_wheels
 # then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600).
 #
 # GPU_CHECK_TINY=1 runs the same steps on the CPU with the bundled architectures (random weights) at tiny
@@ -27,12 +23,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "gpu_check: could not install the carried wheels" >&2; exit 1; }
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
+install_carried_wheels .whl || { echo "gpu_check: could not install the carried wheels" >&2; exit 1; }
 PY=${PYTHON:-python3}
 
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then

