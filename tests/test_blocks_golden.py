@@ -312,3 +312,16 @@ def test_normalisation_eps() -> None:
 def test_bad_widths_raise(build: Callable[[], nn.Module], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_attention_block_uses_the_memory_efficient_kernel_on_the_cpu() -> None:
+    """Strided q/k/v send CPU SDPA to its math kernel, whose (H·W)² matrix took OneDC's analysis transform
+    to 22 GB at 4096×3072; the flash kernel's memory is linear in H·W."""
+    from torch.profiler import ProfilerActivity, profile
+
+    block = blocks.AttnBlock(32).eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        block(torch.randn(1, 32, 16, 24))
+    names = {event.key for event in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert "aten::_softmax" not in names and "aten::bmm" not in names  # no materialised attention matrix

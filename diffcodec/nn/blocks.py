@@ -545,8 +545,10 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         u = self.norm(x)
 
-        def tokens(proj: nn.Conv2d) -> torch.Tensor:  # (B, 1 head, H·W, C)
-            return proj(u).reshape(b, 1, c, h * w).transpose(-1, -2)
+        def tokens(proj: nn.Conv2d) -> torch.Tensor:  # (B, 1 head, H·W, C), channels contiguous:
+            # a strided last dimension sends CPU SDPA to its math kernel, which materialises the
+            # (H·W)² attention matrix (2.3 GB at 16k positions); the flash kernel needs O(H·W)
+            return proj(u).reshape(b, 1, c, h * w).transpose(-1, -2).contiguous()
 
         attended = F.scaled_dot_product_attention(tokens(self.q), tokens(self.k), tokens(self.v))
         return x + self.proj_out(attended.transpose(-1, -2).reshape(b, c, h, w))
