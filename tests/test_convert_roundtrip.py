@@ -31,6 +31,7 @@ from convert_utils import (
 from PIL import Image
 from safetensors.torch import load_file
 
+from diffcodec.codecs.precision import set_inference_precision
 from diffcodec.zoo.hub import full_state_dict
 
 pytestmark = [pytest.mark.heavy, pytest.mark.usefixtures("one_torch_thread")]
@@ -87,6 +88,7 @@ def _round_trip(method: str, memory, output: Path, base: Path, image: Path, tmp_
     """The converted folder holds every tensor that differs from the base model; loaded in a fresh process
     it codes every rung to the same file and decodes to the same image (≤ 1e-5) as ``memory``."""
     saved = check_saved_weights(output, full_state_dict(memory), base)
+    set_inference_precision(memory)  # the memory layout diffcodec.load() gives (channels_last convolutions)
     expected = code_every_rung(memory, image)
     difference = max_float_difference(outputs_in_fresh_process(output, image, tmp_path), expected)
     assert difference <= 1e-5
