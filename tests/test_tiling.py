@@ -18,12 +18,12 @@ from diffcodec.nn.memory import FIXED_BYTES, fitting_tile
 from diffcodec.nn.tiling import (
     LatentTiling,
     VaeTiling,
-    WindowedAttnProcessor,
     even_tiles,
     gaussian_weights,
     tile_offsets,
     tiled_apply,
 )
+from diffcodec.nn.windowed_attention import WindowedAttnProcessor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

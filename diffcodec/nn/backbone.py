@@ -46,7 +46,6 @@ from diffcodec.nn import lora as lora_utils
 from diffcodec.nn.base_weights import record_base_weights
 from diffcodec.nn.lora import LoraSpec
 from diffcodec.nn.memory import (
-    FIXED_BYTES,
     TileMode,
     check_tile_mode,
     fitting_tile,
@@ -54,6 +53,7 @@ from diffcodec.nn.memory import (
     needs_tiles,
     unet_activation_bytes,
     vae_activation_bytes,
+    vae_bytes_per_pixel,
 )
 from diffcodec.nn.tiling import LatentTiling, VaeTiling, tiled_apply
 from diffcodec.nn.windowed_attention import WindowedAttnProcessor, WindowedSelfAttnProcessor
@@ -751,7 +751,7 @@ class OneStepBackbone(nn.Module):
         moments = tiled_apply(
             lambda tile: self.vae.encode(tile).latent_dist.parameters,
             x,
-            tile=self._vae_tile(tiling.encoder_tile, tiling.encoder_overlap, 1, x),
+            tile=self._vae_tile(tiling.encoder_tile, tiling.encoder_overlap, x, decoder=False),
             overlap=tiling.encoder_overlap,
             scale=Fraction(1, factor),
             even=True,
@@ -784,7 +784,7 @@ class OneStepBackbone(nn.Module):
             image = tiled_apply(
                 lambda tile: self.vae.decode(tile).sample,
                 z,
-                tile=self._vae_tile(tiling.decoder_tile, tiling.decoder_overlap, self.vae_scale_factor, z),
+                tile=self._vae_tile(tiling.decoder_tile, tiling.decoder_overlap, z, decoder=True),
                 overlap=tiling.decoder_overlap,
                 scale=self.vae_scale_factor,
                 even=True,
@@ -808,12 +808,15 @@ class OneStepBackbone(nn.Module):
         """``tiled`` forces tiling on/off; None leaves it to :attr:`tile` (:func:`memory.needs_tiles`)."""
         return needs_tiles(self.tile, exceeds_tile, estimate, device) if tiled is None else bool(tiled)
 
-    def _vae_tile(self, tile: int, overlap: int, pixels_per_side: int, x: torch.Tensor) -> int:
-        """The VAE tile side (input positions): at most ``tile``, small enough for the memory budget."""
-        per_pixel = self._vae_estimate(x.shape[0], 1, 1) - FIXED_BYTES
-        multiple = self.vae_scale_factor if pixels_per_side == 1 else 1  # encoder tiles: whole latents
-        budget = memory_budget(x.device)
-        return fitting_tile(tile, overlap, per_pixel * pixels_per_side**2, budget, multiple)
+    def _vae_tile(self, tile: int, overlap: int, x: torch.Tensor, *, decoder: bool) -> int:
+        """The VAE tile side in input positions (decoder: latents, encoder: pixels in whole latents): at most
+        ``tile``, small enough for the memory budget."""
+        width0 = self.vae.config.block_out_channels[0]
+        per_pixel = vae_bytes_per_pixel(width0, x.shape[0], self.vae.dtype.itemsize)
+        factor = self.vae_scale_factor
+        if decoder:  # each latent position becomes factor² pixels
+            return fitting_tile(tile, overlap, per_pixel * factor**2, memory_budget(x.device))
+        return fitting_tile(tile, overlap, per_pixel, memory_budget(x.device), multiple=factor)
 
     def _vae_estimate(self, batch: int, height: int, width: int) -> int:
         width0 = self.vae.config.block_out_channels[0]

@@ -62,9 +62,14 @@ def unet_activation_bytes(base_channels: int, batch: int, height: int, width: in
     return batch * height * width * UNET_MAPS_PER_POSITION * base_channels * element_size + FIXED_BYTES
 
 
+def vae_bytes_per_pixel(base_channels: int, batch: int, element_size: int) -> int:
+    """The slope of :func:`vae_activation_bytes`: estimated activation bytes per image pixel."""
+    return batch * VAE_MAPS_PER_PIXEL * base_channels * element_size
+
+
 def vae_activation_bytes(base_channels: int, batch: int, height: int, width: int, element_size: int) -> int:
     """Estimated activation bytes of one untiled VAE encoder or decoder pass at ``height × width`` pixels."""
-    return batch * height * width * VAE_MAPS_PER_PIXEL * base_channels * element_size + FIXED_BYTES
+    return height * width * vae_bytes_per_pixel(base_channels, batch, element_size) + FIXED_BYTES
 
 
 def parse_bytes(text: str) -> int:

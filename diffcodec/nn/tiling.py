@@ -35,7 +35,6 @@ from fractions import Fraction
 
 import torch
 
-from diffcodec.nn.windowed_attention import WindowedAttnProcessor  # re-exported: its old home
 from diffcodec.progress import progress
 
 
@@ -160,8 +159,8 @@ def tiled_apply(
     height, width = x.shape[-2:]
     if even:
         multiple = scale.denominator
-        size_y, ys = even_tiles(height, tile, min(overlap, tile - 1), multiple)
-        size_x, xs = even_tiles(width, tile, min(overlap, tile - 1), multiple)
+        size_y, ys = even_tiles(height, tile, overlap, multiple)
+        size_x, xs = even_tiles(width, tile, overlap, multiple)
     else:
         size_y = size_x = min(tile, height, width)
         overlap = overlap if overlap < size_y else size_y // 2
@@ -202,7 +201,6 @@ def tiled_apply(
 __all__ = [
     "LatentTiling",
     "VaeTiling",
-    "WindowedAttnProcessor",
     "even_tiles",
     "gaussian_weights",
     "tile_offsets",

@@ -760,13 +760,11 @@ class OneDC(PerRateCodec):
         codec_args = {**FULL_LATENT_CODEC, **dict(latent_codec or {})}
         self.latent_codec = OneDCLatentCodec(**codec_args)
         ctrl, semantic = self.latent_codec.ctrl_channels, self.latent_codec.semantic_channels
+        # the U-Net never tiles (official); the VAE only where a pass would not fit (tile="auto")
         options = {
-            "conditioning": ExternalTokens(semantic),
-            "conv_in_channels": ctrl,
-            "timestep": TIMESTEP,
-            "latent_tiling": None,
-            "vae_attention_window": vae_attention_window,
-        }  # fmt: skip  (the VAE tiles only where a pass would not fit: tile="auto"; official: never)
+            "conditioning": ExternalTokens(semantic), "conv_in_channels": ctrl, "timestep": TIMESTEP,
+            "latent_tiling": None, "vae_attention_window": vae_attention_window,
+        }  # fmt: skip
         scheduler = reference_configs("sd-1.5")["scheduler_config"]
         if base_unet is not None:
             unet = load_unet(base_unet, base_unet_revision, base_unet_file)
